@@ -1,0 +1,148 @@
+"""Argument checks shared by every schedule factory.
+
+Each check looks at a value only when it is concrete (a Python number, a NumPy
+array or a committed JAX array). A traced value (inside ``jax.jit``,
+``jax.vmap`` or ``jax.grad``) cannot be inspected without forcing a host round
+trip, so it passes through unchecked; every factory says so in its docstring.
+"""
+
+from collections.abc import Callable, Collection
+import math
+from typing import Any
+
+import jax
+import numpy as np
+
+
+def concrete(value: Any) -> np.ndarray | None:
+  """Returns ``value`` as a NumPy array, or None when it is traced."""
+  if isinstance(value, jax.core.Tracer):
+    return None
+  return np.asarray(value)
+
+
+def _numeric(name: str, value: Any) -> np.ndarray | None:
+  array = concrete(value)
+  if array is None:
+    return None
+  if array.dtype.kind not in 'iuf':
+    raise TypeError(
+        f'{name} must be a real number, got {value!r} of type'
+        f' {type(value).__name__}.'
+    )
+  if not np.all(np.isfinite(array)):
+    raise ValueError(f'{name} must be finite, got {value!r}.')
+  return array
+
+
+def check_number(
+    name: str,
+    value: Any,
+    *,
+    lower: float | None = None,
+    upper: float | None = None,
+    lower_open: bool = False,
+    upper_open: bool = False,
+) -> None:
+  """Checks that a concrete ``value`` is a finite number inside a range.
+
+  Args:
+    name: the argument's name, quoted in the error message.
+    value: the value to check; traced values are not checked.
+    lower: the smallest allowed value, or None for no lower bound.
+    upper: the largest allowed value, or None for no upper bound.
+    lower_open: exclude ``lower`` itself.
+    upper_open: exclude ``upper`` itself.
+
+  Raises:
+    TypeError: ``value`` is not a real number.
+    ValueError: ``value`` is not finite or outside the range.
+  """
+  array = _numeric(name, value)
+  if array is None:
+    return
+  too_low = lower is not None and (
+      np.any(array <= lower) if lower_open else np.any(array < lower)
+  )
+  too_high = upper is not None and (
+      np.any(array >= upper) if upper_open else np.any(array > upper)
+  )
+  if too_low or too_high:
+    left = '(' if lower_open else '['
+    right = ')' if upper_open else ']'
+    low = '-inf' if lower is None else f'{lower:g}'
+    high = 'inf' if upper is None else f'{upper:g}'
+    raise ValueError(
+        f'{name} must lie in {left}{low}, {high}{right}, got {value!r}.'
+    )
+
+
+def check_step_count(name: str, value: Any, *, minimum: int = 1) -> None:
+  """Checks that a concrete ``value`` is a whole number ``>= minimum``.
+
+  ``2000.0`` is accepted (it is whole); ``2.5`` is not.
+
+  Raises:
+    TypeError: ``value`` is not a real number.
+    ValueError: ``value`` is fractional, not finite or below ``minimum``.
+  """
+  array = _numeric(name, value)
+  if array is None:
+    return
+  if np.any(array != np.floor(array)):
+    raise ValueError(f'{name} must be a whole number of steps, got {value!r}.')
+  if np.any(array < minimum):
+    raise ValueError(f'{name} must be at least {minimum}, got {value!r}.')
+
+
+def check_not_below(
+    lower_name: str, lower: Any, upper_name: str, upper: Any
+) -> None:
+  """Checks ``upper >= lower`` when both are concrete."""
+  low, high = concrete(lower), concrete(upper)
+  if low is None or high is None:
+    return
+  if np.any(high < low):
+    raise ValueError(
+        f'{upper_name} must be >= {lower_name}, got {upper_name}={upper!r}'
+        f' and {lower_name}={lower!r}.'
+    )
+
+
+def check_choice(name: str, value: Any, choices: Collection[str]) -> None:
+  """Checks that ``value`` is one of ``choices``."""
+  if not isinstance(value, str) or value not in choices:
+    options = ', '.join(repr(choice) for choice in choices)
+    raise ValueError(f'{name} must be one of {options}, got {value!r}.')
+
+
+def check_callable(name: str, value: Any) -> Callable[..., Any]:
+  """Checks that ``value`` is callable and returns it."""
+  if not callable(value):
+    raise TypeError(
+        f'{name} must be callable, got {value!r} of type'
+        f' {type(value).__name__}.'
+    )
+  return value
+
+
+def check_bool(name: str, value: Any) -> bool:
+  """Checks that ``value`` is a Python or NumPy bool."""
+  if not isinstance(value, (bool, np.bool_)):
+    raise TypeError(f'{name} must be a bool, got {value!r}.')
+  return bool(value)
+
+
+def log_of(value: Any) -> Any:
+  """``log(value)`` in float64 on the host when concrete, else ``jnp.log``.
+
+  Raising a float32-rounded rate to a large power amplifies its rounding error
+  (``0.99999`` rounds by 6e-8, so ``0.99999**1e5`` is off by 0.6%); taking
+  the log in double precision first keeps the error at float32's own.
+  """
+  array = concrete(value)
+  if array is None:
+    return jax.numpy.log(value)
+  if array.ndim:
+    return np.log(array.astype(np.float64))
+  return math.log(float(array))
