@@ -22,9 +22,6 @@ _IMPLIED_SCALE_MODE = {
     'triangular2': 'cycle',
     'exp_range': 'iterations',
 }
-# 2**-200 is already 0 in float32 and below float64's normal range; clipping
-# the exponent keeps exp2 away from the int -> float overflow of huge cycles.
-_MAX_HALVINGS = 1100
 
 
 def cycle_amplitude(
@@ -71,8 +68,7 @@ def cycle_amplitude(
     if mode == 'triangular':
       return jnp.ones((), dtype)
     if mode == 'triangular2':
-      halvings = jnp.minimum(cycle - 1, _MAX_HALVINGS)
-      return jnp.exp2(-halvings.astype(dtype))
+      return _numerics.inverse_power_of_two(cycle - 1, dtype)
     return _numerics.exp_of_product(count, log_gamma, dtype)
 
   def amplitude(count: jax.typing.ArrayLike) -> jax.Array:
@@ -80,8 +76,12 @@ def cycle_amplitude(
     up = _numerics.as_int(step_size, count)
     down = _numerics.as_int(step_size_down, count)
     total = up + down
-    cycle = count // total + 1
-    position = count % total
+    # Counts are non-negative, so truncating division is floor division and
+    # the position is one multiply-subtract away (cheaper than jnp's %, //).
+    count = jnp.maximum(count, 0).astype(total.dtype)
+    completed = jax.lax.div(count, total)
+    cycle = completed + 1
+    position = count - completed * total
     rising = position <= up
     numerator = jnp.where(rising, position, total - position)
     denominator = jnp.where(rising, up, down)

@@ -26,9 +26,8 @@ def as_int(value: Any, like: jax.Array) -> jax.Array:
   """
   value = jnp.asarray(value)
   if not jnp.issubdtype(value.dtype, jnp.integer):
-    value = jnp.round(value)
-  dtype = jnp.promote_types(like.dtype, value.dtype)
-  return value.astype(dtype)
+    return jnp.round(value).astype(like.dtype)
+  return value.astype(jnp.promote_types(like.dtype, value.dtype))
 
 
 def output_dtype(*values: Any) -> jnp.dtype:
@@ -43,3 +42,20 @@ def output_dtype(*values: Any) -> jnp.dtype:
 def exp_of_product(integer: jax.Array, log_base: Any, dtype: Any) -> jax.Array:
   """``base ** integer`` as ``exp(integer * log(base))`` in ``dtype``."""
   return jnp.exp(integer.astype(dtype) * jnp.asarray(log_base, dtype))
+
+
+def inverse_power_of_two(exponent: jax.Array, dtype: Any) -> jax.Array:
+  """Exactly ``2.0 ** -exponent`` for integers ``exponent >= 0``, in ``dtype``.
+
+  Written straight into the float's exponent bits: exact (``jnp.exp2`` is off
+  by a few ulp at ``-29``), cheaper than a transcendental, and it can never
+  overflow. Past the smallest normal number the result is exactly 0.
+  """
+  dtype = jnp.dtype(dtype)
+  if dtype not in (jnp.dtype(jnp.float32), jnp.dtype(jnp.float64)):
+    return inverse_power_of_two(exponent, jnp.float32).astype(dtype)
+  info = jnp.finfo(dtype)
+  bits_dtype = jnp.int32 if dtype == jnp.float32 else jnp.int64
+  bias = info.maxexp - 1
+  biased = bias - jnp.clip(exponent, 0, bias).astype(bits_dtype)
+  return jax.lax.bitcast_convert_type(biased << info.nmant, dtype)

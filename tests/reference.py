@@ -1,0 +1,106 @@
+"""Independent float64 references, written from the seed, the paper and PyTorch.
+
+Nothing here imports optax_clr: these are the formulas the schedules must
+reproduce, in plain Python/NumPy, one step at a time.
+"""
+
+import math
+
+import numpy as np
+
+
+def seed_clr(t, base_lr, max_lr, step_size, mode='triangular', gamma=1.0):
+  """The seed's three lines (symmetric cycles), for one integer step ``t``."""
+  cycle = np.floor(1 + t / (2 * step_size))
+  x = np.abs(t / step_size - 2 * cycle + 1)
+  if mode == 'triangular':
+    scale = 1.0
+  elif mode == 'triangular2':
+    scale = 1 / (2 ** (cycle - 1))
+  else:
+    scale = gamma**t
+  return base_lr + (max_lr - base_lr) * np.maximum(0, (1 - x)) * scale
+
+
+def torch_cyclic_fraction(t, step_size_up, step_size_down=None):
+  """PyTorch CyclicLR's (cycle, scale_factor) at ``last_epoch = t``."""
+  step_size_down = step_size_up if step_size_down is None else step_size_down
+  total = float(step_size_up + step_size_down)
+  ratio = step_size_up / total
+  cycle = math.floor(1 + t / total)
+  x = 1.0 + t / total - cycle
+  if x <= ratio:
+    fraction = x / ratio
+  else:
+    fraction = (x - 1) / (ratio - 1)
+  return cycle, fraction
+
+
+def torch_cyclic_lr(
+    t,
+    base_lr,
+    max_lr,
+    step_size_up,
+    step_size_down=None,
+    mode='triangular',
+    gamma=1.0,
+    scale_fn=None,
+    scale_mode='cycle',
+):
+  """PyTorch CyclicLR's learning rate at ``last_epoch = t``."""
+  cycle, fraction = torch_cyclic_fraction(t, step_size_up, step_size_down)
+  if scale_fn is None:
+    if mode == 'triangular':
+      scale_fn, scale_mode = (lambda x: 1.0), 'cycle'
+    elif mode == 'triangular2':
+      scale_fn, scale_mode = (lambda x: 1 / (2.0 ** (x - 1))), 'cycle'
+    else:
+      scale_fn, scale_mode = (lambda x: gamma**x), 'iterations'
+  argument = cycle if scale_mode == 'cycle' else t
+  return base_lr + (max_lr - base_lr) * fraction * scale_fn(argument)
+
+
+def exact_triangle(t, step_size_up, step_size_down=None):
+  """(cycle, position fraction) with Python integers: exact for any ``t``."""
+  step_size_down = step_size_up if step_size_down is None else step_size_down
+  total = step_size_up + step_size_down
+  cycle, position = divmod(int(t), total)
+  if position <= step_size_up:
+    return cycle + 1, position / step_size_up
+  return cycle + 1, (total - position) / step_size_down
+
+
+def torch_one_cycle(
+    t,
+    total_steps,
+    start_values,
+    pct_start=0.3,
+    anneal_strategy='cos',
+    three_phase=False,
+):
+  """PyTorch OneCycleLR's value at step ``t`` for a table of phase corners.
+
+  ``start_values`` is (initial, peak, minimum) for the learning rate, or
+  (max_momentum, base_momentum, max_momentum_again) read as PyTorch's
+  momentum columns. Mirrors ``OneCycleLR.get_lr`` including its float
+  ``end_step`` boundaries; no clamping (the caller passes t <= T - 1).
+  """
+  first, second, third = start_values
+  warmup = float(pct_start * total_steps)
+  if three_phase:
+    phases = [
+        (warmup - 1, first, second),
+        (2 * warmup - 2, second, first),
+        (total_steps - 1, first, third),
+    ]
+  else:
+    phases = [(warmup - 1, first, second), (total_steps - 1, second, third)]
+  start_step = 0
+  for i, (end_step, start, end) in enumerate(phases):
+    if t <= end_step or i == len(phases) - 1:
+      pct = (t - start_step) / (end_step - start_step)
+      if anneal_strategy == 'cos':
+        return end + (start - end) / 2.0 * (math.cos(math.pi * pct) + 1)
+      return (end - start) * pct + start
+    start_step = end_step
+  raise AssertionError('unreachable')
