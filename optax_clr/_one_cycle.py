@@ -69,9 +69,12 @@ def _phase_ends(
 
 
 def _anneal(strategy: str, start: Any, end: Any, pct: jax.Array) -> jax.Array:
+  # PyTorch's ``end + (start - end) / 2 * (cos(pi p) + 1)`` and ``start + (end
+  # - start) p`` cancel catastrophically in float32 near p = 1 (a 4e-6 final
+  # rate came out 0.2% off); these equal forms land on ``end`` exactly.
   if strategy == 'cos':
-    return end + (start - end) / 2.0 * (jnp.cos(jnp.pi * pct) + 1.0)
-  return start + (end - start) * pct
+    return end + (start - end) * jnp.square(jnp.cos(jnp.pi / 2 * pct))
+  return start * (1.0 - pct) + end * pct
 
 
 def _one_cycle(

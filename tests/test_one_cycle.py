@@ -1,0 +1,207 @@
+"""Tests for the one-cycle learning-rate and momentum schedules."""
+
+import math
+
+from hypothesis import given, settings, strategies as st
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+import optax_clr
+from tests import reference
+
+
+def cos_anneal(start, end, pct):
+  return end + (start - end) / 2.0 * (math.cos(math.pi * pct) + 1)
+
+
+# PyTorch's published OneCycleLR targets (max_lr=25, total_steps=10).
+TORCH_LINEAR = [1, 13, 25, 21.5, 18, 14.5, 11, 7.5, 4, 0.5]
+TORCH_LINEAR_MOMENTUM = [22, 11.5, 1, 4, 7, 10, 13, 16, 19, 22]
+TORCH_THREE_PHASE = [1, 9, 17, 25, 17, 9, 1, 0.75, 0.5, 0.25]
+TORCH_THREE_PHASE_MOMENTUM = [22, 15, 8, 1, 8, 15, 22, 22, 22, 22]
+TORCH_COS = [1, 13, 25] + [cos_anneal(25, 0.5, k / 7) for k in range(1, 7)] + [0.5]
+TORCH_COS_MOMENTUM = [22, 11.5, 1] + [cos_anneal(1, 22, k / 7) for k in range(1, 7)] + [22]
+
+
+def values(schedule, num_steps):
+  return np.asarray(schedule(jnp.arange(num_steps)))
+
+
+class TestPublishedPyTorchValues:
+
+  def test_linear(self):
+    lr = optax_clr.one_cycle_schedule(
+        25.0, 10, final_div_factor=2.0, anneal_strategy='linear'
+    )
+    momentum = optax_clr.one_cycle_momentum_schedule(
+        10, base_momentum=1.0, max_momentum=22.0, anneal_strategy='linear'
+    )
+    np.testing.assert_allclose(values(lr, 10), TORCH_LINEAR, rtol=1e-5)
+    np.testing.assert_allclose(
+        values(momentum, 10), TORCH_LINEAR_MOMENTUM, rtol=1e-5
+    )
+
+  def test_three_phase(self):
+    lr = optax_clr.one_cycle_schedule(
+        25.0, 10, pct_start=0.4, anneal_strategy='linear', div_factor=25.0,
+        final_div_factor=4.0, three_phase=True,
+    )
+    momentum = optax_clr.one_cycle_momentum_schedule(
+        10, base_momentum=1.0, max_momentum=22.0, pct_start=0.4,
+        anneal_strategy='linear', three_phase=True,
+    )
+    np.testing.assert_allclose(values(lr, 10), TORCH_THREE_PHASE, rtol=1e-5)
+    np.testing.assert_allclose(
+        values(momentum, 10), TORCH_THREE_PHASE_MOMENTUM, rtol=1e-5
+    )
+
+  def test_cosine(self):
+    lr = optax_clr.one_cycle_schedule(25.0, 10, final_div_factor=2.0)
+    momentum = optax_clr.one_cycle_momentum_schedule(
+        10, base_momentum=1.0, max_momentum=22.0
+    )
+    np.testing.assert_allclose(values(lr, 10), TORCH_COS, rtol=1e-5)
+    np.testing.assert_allclose(values(momentum, 10), TORCH_COS_MOMENTUM, rtol=1e-5)
+
+
+class TestAgainstTorchAlgorithm:
+
+  @settings(deadline=None, max_examples=40)
+  @given(
+      total_steps=st.integers(8, 400),
+      pct_start=st.floats(0.05, 0.45),
+      strategy=st.sampled_from(['cos', 'linear']),
+      three_phase=st.booleans(),
+  )
+  def test_every_step(self, total_steps, pct_start, strategy, three_phase):
+    if pct_start * total_steps <= 1.5:
+      return  # Too short a warm-up: refused, tested below.
+    max_lr, div, final_div = 0.4, 25.0, 1e4
+    initial = max_lr / div
+    lr = optax_clr.one_cycle_schedule(
+        max_lr, total_steps, pct_start=pct_start, anneal_strategy=strategy,
+        three_phase=three_phase,
+    )
+    momentum = optax_clr.one_cycle_momentum_schedule(
+        total_steps, pct_start=pct_start, anneal_strategy=strategy,
+        three_phase=three_phase,
+    )
+    steps = range(total_steps)
+    expected_lr = [
+        reference.torch_one_cycle(
+            t, total_steps, (initial, max_lr, initial / final_div), pct_start,
+            strategy, three_phase,
+        )
+        for t in steps
+    ]
+    expected_momentum = [
+        reference.torch_one_cycle(
+            t, total_steps, (0.95, 0.85, 0.95), pct_start, strategy,
+            three_phase,
+        )
+        for t in steps
+    ]
+    np.testing.assert_allclose(
+        values(lr, total_steps), expected_lr, rtol=2e-5, atol=1e-7
+    )
+    np.testing.assert_allclose(
+        values(momentum, total_steps), expected_momentum, rtol=1e-5
+    )
+
+
+class TestBetterThanPyTorch:
+
+  @pytest.mark.parametrize('strategy', ['cos', 'linear'])
+  def test_holds_final_value_and_never_goes_negative(self, strategy):
+    lr = optax_clr.one_cycle_schedule(
+        1.0, 100, anneal_strategy=strategy, final_div_factor=1e4
+    )
+    after = np.asarray(lr(jnp.array([99, 100, 101, 1000, 2**31 - 1])))
+    np.testing.assert_allclose(after, 1.0 / 25 / 1e4, rtol=1e-5)
+    # PyTorch's linear formula one step past the end: negative.
+    torch_next = reference.torch_one_cycle(
+        101, 100, (0.04, 1.0, 4e-6), 0.3, 'linear'
+    )
+    assert torch_next < 0
+
+  def test_peak_and_start(self):
+    lr = optax_clr.one_cycle_schedule(0.8, 1000, pct_start=0.25, div_factor=8.0)
+    assert float(lr(0)) == pytest.approx(0.1, rel=1e-6)
+    assert float(lr(249)) == pytest.approx(0.8, rel=1e-6)
+    assert float(jnp.max(lr(jnp.arange(1000)))) == pytest.approx(0.8, rel=1e-6)
+
+  @pytest.mark.parametrize(
+      'total_steps,pct_start,three_phase',
+      [(10, 0.1, False), (4, 0.25, False), (10, 0.1, True), (10, 0.55, True)],
+  )
+  def test_empty_phase_is_refused(self, total_steps, pct_start, three_phase):
+    with pytest.raises(ValueError, match='empty phase'):
+      optax_clr.one_cycle_schedule(
+          1.0, total_steps, pct_start=pct_start, three_phase=three_phase
+      )
+
+
+class TestTransformations:
+
+  def test_vmap_over_max_lr_and_div_factor(self):
+    max_lrs = jnp.array([0.1, 1.0, 3.0])
+    divs = jnp.array([10.0, 25.0, 5.0])
+    sweep = jax.jit(jax.vmap(
+        lambda m, d: optax_clr.one_cycle_schedule(m, 50, div_factor=d)(jnp.arange(50))
+    ))
+    lrs = sweep(max_lrs, divs)
+    for row, (m, d) in enumerate([(0.1, 10.0), (1.0, 25.0), (3.0, 5.0)]):
+      expected = [
+          reference.torch_one_cycle(t, 50, (m / d, m, m / d / 1e4))
+          for t in range(50)
+      ]
+      np.testing.assert_allclose(lrs[row], expected, rtol=2e-5)
+
+  def test_grad_with_respect_to_max_lr(self):
+    grad = jax.grad(lambda m: optax_clr.one_cycle_schedule(m, 100)(40))(2.0)
+    expected = reference.torch_one_cycle(40, 100, (1 / 25, 1.0, 1 / 25 / 1e4))
+    np.testing.assert_allclose(grad, expected, rtol=1e-5)
+
+  def test_dtype_and_shape(self):
+    lr = optax_clr.one_cycle_schedule(1.0, 20)
+    assert lr(3).dtype == jnp.float32 and lr(3).shape == ()
+    assert lr(jnp.arange(6).reshape(3, 2)).shape == (3, 2)
+
+
+@pytest.mark.parametrize(
+    'overrides,error,message',
+    [
+        (dict(max_lr=0.0), ValueError, r'max_lr must lie in \(0, inf\]'),
+        (dict(total_steps=0), ValueError, 'total_steps must be at least 1'),
+        (dict(total_steps=99.5), ValueError, 'total_steps must be a whole number'),
+        (dict(pct_start=0.0), ValueError, r'pct_start must lie in \(0, 1\)'),
+        (dict(pct_start=1.1), ValueError, 'pct_start.*1.1'),
+        (dict(anneal_strategy='CATS'), ValueError, "anneal_strategy must be one of.*'CATS'"),
+        (dict(div_factor=0.0), ValueError, 'div_factor'),
+        (dict(final_div_factor=-1.0), ValueError, 'final_div_factor'),
+        (dict(three_phase='yes'), TypeError, 'three_phase must be a bool'),
+    ],
+)
+def test_one_cycle_refuses_bad_arguments(overrides, error, message):
+  arguments = dict(max_lr=1.0, total_steps=100)
+  arguments.update(overrides)
+  with pytest.raises(error, match=message):
+    optax_clr.one_cycle_schedule(**arguments)
+
+
+@pytest.mark.parametrize(
+    'overrides,message',
+    [
+        (dict(base_momentum=0.99), 'max_momentum must be >= base_momentum'),
+        (dict(max_momentum=float('nan')), 'max_momentum must be finite'),
+        (dict(total_steps=-5), 'total_steps'),
+        (dict(anneal_strategy='step'), 'anneal_strategy'),
+    ],
+)
+def test_one_cycle_momentum_refuses_bad_arguments(overrides, message):
+  arguments = dict(total_steps=100)
+  arguments.update(overrides)
+  with pytest.raises(ValueError, match=message):
+    optax_clr.one_cycle_momentum_schedule(**arguments)
