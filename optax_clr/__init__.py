@@ -13,7 +13,12 @@ from optax_clr._decay import inverse_time_decay_schedule
 from optax_clr._decay import step_decay_schedule
 from optax_clr._one_cycle import one_cycle_momentum_schedule
 from optax_clr._one_cycle import one_cycle_schedule
+from optax_clr._plot import plot_range_test
 from optax_clr._ramp import range_test_schedule
+from optax_clr._range_test import range_test
+from optax_clr._range_test import RangeTestResult
+from optax_clr._suggest import suggest_clr_bounds
+from optax_clr._suggest import suggest_lr
 
 __version__ = '0.1.0'
 
@@ -25,8 +30,13 @@ __all__ = (
     'inverse_time_decay_schedule',
     'one_cycle_momentum_schedule',
     'one_cycle_schedule',
+    'plot_range_test',
+    'range_test',
     'range_test_schedule',
+    'RangeTestResult',
     'step_decay_schedule',
+    'suggest_clr_bounds',
+    'suggest_lr',
     'triangular2_schedule',
     'triangular_schedule',
 )
