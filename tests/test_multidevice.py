@@ -1,0 +1,77 @@
+"""The trainer sharded over 4 CPU devices reproduces the 1-device run."""
+
+import os
+import subprocess
+import sys
+
+import numpy as np
+
+from examples import metrics_log
+
+REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+SCRIPT = os.path.join(REPO, 'examples', 'train.py')
+
+
+def _train(workdir, devices):
+  env = {
+      **os.environ,
+      'JAX_PLATFORMS': 'cpu',
+      'XLA_FLAGS': f'--xla_force_host_platform_device_count={devices}',
+  }
+  result = subprocess.run(
+      [sys.executable, SCRIPT, '--workdir', str(workdir), '--epochs', '1',
+       '--no-progress'],
+      cwd=workdir.parent, env=env, capture_output=True, text=True,
+      timeout=300, check=False,
+  )
+  assert result.returncode == 0, result.stderr
+  assert f'devices: {devices} (cpu)' in result.stdout
+  return metrics_log.read_metrics(os.path.join(workdir, 'metrics.jsonl'))
+
+
+def test_four_devices_match_one(tmp_path):
+  single = _train(tmp_path / 'one', 1)
+  sharded = _train(tmp_path / 'four', 4)
+  assert [r['step'] for r in sharded] == [r['step'] for r in single]
+  # The schedule does not depend on the devices at all.
+  assert [r['lr'] for r in sharded] == [r['lr'] for r in single]
+  # The batch mean is reduced across devices in another order: float noise.
+  for key in ('loss', 'accuracy'):
+    np.testing.assert_allclose([r[key] for r in sharded],
+                               [r[key] for r in single], rtol=1e-4, atol=1e-5)
+  np.testing.assert_allclose(sharded[-1]['test_loss'],
+                             single[-1]['test_loss'], rtol=1e-4)
+  np.testing.assert_allclose(sharded[-1]['test_accuracy'],
+                             single[-1]['test_accuracy'], atol=2 / 360)
+
+
+_CHECK_SHARDINGS = '''
+import jax, numpy as np
+from examples import data, train
+dataset = data.load_dataset()
+run = train._Run(train.Config(), dataset, train.Placement(), 1, print)
+run, state = run.build(run.config)
+images, labels = data.epoch_batches(
+    dataset.train_images, dataset.train_labels, 32, np.random.default_rng(0))
+batch = run.placement.shard(images[0])
+state, _ = train.train_step(
+    run.graphdef, state, batch, run.placement.shard(labels[0]))
+assert jax.device_count() == 4
+assert batch.sharding.spec == jax.P('data'), batch.sharding
+assert len(batch.addressable_shards) == 4
+assert batch.addressable_shards[0].data.shape[0] == 8
+for leaf in jax.tree.leaves(state):
+  assert leaf.sharding.is_fully_replicated, leaf.sharding
+print('ok')
+'''
+
+
+def test_batch_sharded_state_replicated():
+  result = subprocess.run(
+      [sys.executable, '-c', _CHECK_SHARDINGS], cwd=REPO,
+      env={**os.environ, 'JAX_PLATFORMS': 'cpu',
+           'XLA_FLAGS': '--xla_force_host_platform_device_count=4'},
+      capture_output=True, text=True, timeout=300, check=False,
+  )
+  assert result.returncode == 0, result.stderr
+  assert result.stdout.strip() == 'ok'
