@@ -1,0 +1,1 @@
+"""Benchmarks of optax_clr; run them with ``python benchmarks/run.py``."""

@@ -1,0 +1,198 @@
+"""Smoke tests of the benchmarks: each runs ``--quick`` and is well formed.
+
+Timings are never asserted (they measure the machine, not the code); what
+is asserted is the shape of the results, that every ratio is the ratio of
+the medians it names, and that compared implementations compute the same
+values.
+"""
+
+import json
+import math
+import os
+import sys
+
+import pytest
+
+from benchmarks import _harness
+from benchmarks import _report
+from benchmarks import bench_torch
+from benchmarks import run as run_lib
+
+PNG_SIGNATURE = b'\x89PNG\r\n\x1a\n'
+ENVIRONMENT_KEYS = ('device_kind', 'platform', 'jax', 'jaxlib', 'optax',
+                    'flax')
+STAT_KEYS = ('median_s', 'min_s', 'max_s', 'repeats', 'samples_s')
+
+
+def _has_torch() -> bool:
+  try:
+    import torch  # pylint: disable=import-outside-toplevel,unused-import
+  except ImportError:
+    return False
+  return True
+
+
+@pytest.fixture(scope='module')
+def quick(tmp_path_factory):
+  """Every benchmark's ``--quick`` run, written to a temporary folder."""
+  out = tmp_path_factory.mktemp('results')
+  records = run_lib.main(['--quick', '--out', str(out)])
+  slug = _harness.device_slug(_harness.environment()['device_kind'])
+  with open(out / f'{slug}.json', encoding='utf-8') as f:
+    data = json.load(f)
+  markdown = (out / f'{slug}.md').read_text(encoding='utf-8')
+  return out, records, data, markdown
+
+
+def _ran(records, name):
+  record = records[name]
+  if record.get('skipped'):
+    pytest.skip(record['skipped'])
+  return record
+
+
+def test_every_benchmark_is_recorded(quick):
+  _, records, data, markdown = quick
+  assert tuple(records) == run_lib.BENCHMARKS
+  assert set(data['benchmarks']) == set(run_lib.BENCHMARKS)
+  for key in ENVIRONMENT_KEYS:
+    assert data['environment'][key], key
+  assert '## Targets' in markdown
+  for name in run_lib.BENCHMARKS:
+    assert f'### {name}:' in markdown
+    assert data['benchmarks'][name]['environment'] == data['environment']
+
+
+@pytest.mark.parametrize('name', run_lib.BENCHMARKS)
+def test_timings_are_positive_and_ordered(quick, name):
+  record = _ran(quick[1], name)
+  assert record['timings']
+  for metric, table in record['timings'].items():
+    assert table, metric
+    for label, entry in table.items():
+      assert set(STAT_KEYS) <= set(entry), (metric, label)
+      samples = entry['samples_s']
+      assert len(samples) == entry['repeats'] >= 1
+      assert all(math.isfinite(s) and s > 0 for s in samples), (metric, label)
+      assert entry['min_s'] <= entry['median_s'] <= entry['max_s']
+      assert entry['min_s'] == min(samples)
+      assert entry['max_s'] == max(samples)
+
+
+@pytest.mark.parametrize('name', run_lib.BENCHMARKS)
+def test_ratios_are_ratios_of_the_medians(quick, name):
+  record = _ran(quick[1], name)
+  assert record['ratios']
+  for r in record['ratios']:
+    table = record['timings'][r['metric']]
+    assert r['a_median_s'] == table[r['a']]['median_s']
+    assert r['b_median_s'] == table[r['b']]['median_s']
+    assert r['ratio'] == pytest.approx(r['a_median_s'] / r['b_median_s'])
+    assert r['min_ratio'] == pytest.approx(
+        table[r['a']]['min_s'] / table[r['b']]['min_s'])
+    assert math.isfinite(r['ratio']) and r['ratio'] > 0
+    if r['target'] is None:
+      assert r['met'] is None
+    else:
+      op, bound = r['target'].split()
+      expected = r['ratio'] <= float(bound) if op == '<=' else (
+          r['ratio'] >= float(bound))
+      assert r['met'] is expected
+
+
+def test_eval_ours_triangular2_matches_the_naive_formula(quick):
+  checks = _ran(quick[1], 'eval')['checks']
+  assert checks['triangular2_vs_naive_max_rel_diff'] < 1e-4
+
+
+def test_cycles_ours_matches_join_schedules(quick):
+  record = _ran(quick[1], 'cycles')
+  diffs = {k: v for k, v in record['checks'].items() if 'cycles' in k}
+  assert len(diffs) == len(record['params']['join_cycles'])
+  assert max(diffs.values()) < 1e-6
+  assert set(record['points']) == {'ours', 'join'}
+  params, checks = record['params'], record['checks']
+  ours = {checks[f'hlo_lines_ours_{c:g}'] for c in params['ours_cycles']}
+  assert len(ours) == 1  # One program whatever the number of cycles.
+  join = [checks[f'hlo_lines_join_{c:g}'] for c in params['join_cycles']]
+  assert join == sorted(join) and join[0] < join[-1]
+
+
+def test_cycles_writes_the_figure(quick):
+  out, records, _, _ = quick
+  figures = _ran(records, 'cycles')['figures']
+  assert figures
+  for figure in figures:
+    with open(os.path.join(out, figure), 'rb') as f:
+      assert f.read(8) == PNG_SIGNATURE
+
+
+def test_sweep_vmapped_equals_sequential(quick):
+  record = _ran(quick[1], 'sweep')
+  assert record['checks']
+  assert max(record['checks'].values()) < 1e-5
+  assert all(isinstance(v, int) and v > 0 for v in record['memory'].values())
+
+
+def test_range_compiled_equals_loop_and_seeds(quick):
+  checks = _ran(quick[1], 'range')['checks']
+  assert checks['compiled_vs_loop_losses_max_abs_diff'] < 1e-5
+  assert checks['seeds_vmapped_vs_sequential_losses_max_abs_diff'] < 1e-5
+  assert checks['compiled_diverged_step'] == checks['loop_diverged_step']
+
+
+def test_torch_agrees_with_ours(quick):
+  record = quick[1]['torch']
+  if not _has_torch():
+    assert 'torch is not installed' in record['skipped']
+    return
+  checks = record['checks']
+  assert checks['sweep_losses_max_abs_diff'] < 1e-4
+  if 'finder_lrs_max_rel_diff' in checks:
+    assert checks['finder_lrs_max_rel_diff'] < 1e-5
+
+
+def test_torch_is_skipped_cleanly_without_torch(monkeypatch):
+  monkeypatch.setitem(sys.modules, 'torch', None)  # import torch raises.
+  record = bench_torch.run(_harness.Settings(quick=True, repeats=3))
+  assert record['skipped'] == bench_torch.SKIP_MESSAGE
+  assert '[compare]' in record['skipped']
+  lines = _report.benchmark_markdown('torch', record)
+  assert any(line.startswith('Skipped: torch is not installed') for line in
+             lines)
+
+
+def test_ratio_targets():
+  table = {'a': _harness.stats([2.0, 3.0]), 'b': _harness.stats([1.0])}
+  assert _harness.ratio(table, 'a', 'b', target=('<=', 1.5))['met'] is False
+  assert _harness.ratio(table, 'a', 'b', target=('>=', 1.5))['met'] is True
+  assert _harness.ratio(table, 'a', 'b')['met'] is None
+  with pytest.raises(ValueError, match='target op'):
+    _harness.ratio(table, 'a', 'b', target=('<', 1.0))
+
+
+def test_full_runs_need_five_repeats():
+  with pytest.raises(ValueError, match='repeats must be >= 5'):
+    _harness.Settings(repeats=4)
+  assert _harness.Settings(quick=True, repeats=1).compile_repeats == 1
+
+
+def test_device_slug():
+  assert _harness.device_slug('cpu') == 'cpu'
+  assert _harness.device_slug('NVIDIA H100 80GB HBM3') == (
+      'nvidia-h100-80gb-hbm3')
+
+
+def test_merge_keeps_other_benchmarks(tmp_path):
+  path = tmp_path / 'cpu.json'
+  env = {'device_kind': 'cpu', 'platform': 'cpu'}
+  _report.merge(str(path), env, {'eval': {'title': 'first'}})
+  data = _report.merge(str(path), env, {'cycles': {'title': 'second'}})
+  assert set(data['benchmarks']) == {'eval', 'cycles'}
+  assert data['benchmarks']['eval']['title'] == 'first'
+
+
+def test_unknown_benchmark_is_an_error(capsys):
+  with pytest.raises(SystemExit):
+    run_lib.main(['no_such_benchmark'])
+  assert 'unknown benchmark' in capsys.readouterr().err
