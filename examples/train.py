@@ -47,6 +47,7 @@ from examples import checkpointing
 from examples import data
 from examples import metrics_log
 from examples import model as model_lib
+from examples import parallel
 # pylint: enable=g-import-not-at-top,wrong-import-position
 
 SCHEDULES = (
@@ -61,7 +62,6 @@ SCHEDULES = (
 )
 CYCLICAL = ('triangular', 'triangular2', 'exp_range')
 OPTIMIZERS = ('sgd', 'adam')
-DATA_AXIS = 'data'
 # Seeds the range test's batches apart from the training data order.
 _RANGE_TEST_STREAM = 1
 # Fields that must match a checkpoint to resume from it (``epochs`` may grow
@@ -302,42 +302,9 @@ def eval_step(
   }
 
 
-class Placement:
-  """Puts host arrays on the global mesh: batches sharded, state replicated."""
-
-  def __init__(self):
-    self.mesh = jax.make_mesh(
-        (jax.device_count(),), (DATA_AXIS,),
-        axis_types=(jax.sharding.AxisType.Auto,),
-    )
-    self.batch = jax.NamedSharding(self.mesh, jax.P(DATA_AXIS))
-    self.replicated = jax.NamedSharding(self.mesh, jax.P())
-
-  def shard(self, array: np.ndarray) -> jax.Array:
-    """Splits the leading (batch) axis over the devices.
-
-    Every process holds the whole global batch; each one hands over only
-    the slices of its own devices.
-    """
-    return jax.make_array_from_callback(
-        array.shape, self.batch, lambda index: array[index]
-    )
-
-  def replicate(self, tree: Any) -> Any:
-    """Copies every leaf to every device."""
-
-    def put(leaf):
-      leaf = np.asarray(leaf)
-      return jax.make_array_from_callback(
-          leaf.shape, self.replicated, lambda index: leaf[index]
-      )
-
-    return jax.tree.map(put, tree)
-
-
 def evaluate(
     graphdef: nnx.GraphDef, state: nnx.State, images: np.ndarray,
-    labels: np.ndarray, batch_size: int, placement: Placement,
+    labels: np.ndarray, batch_size: int, placement: parallel.Placement,
 ) -> dict[str, float]:
   """Test loss and accuracy over a whole split (padded to full batches)."""
   n = len(images)
@@ -472,7 +439,9 @@ def train_and_evaluate(config: Config, workdir: str) -> dict[str, float]:
         f'batch_size={config.batch_size} must be a multiple of the'
         f' {jax.device_count()} devices and at most the {n} training examples.'
     )
-  run = _Run(config, dataset, Placement(), n // config.batch_size, log)
+  run = _Run(
+      config, dataset, parallel.Placement(), n // config.batch_size, log
+  )
   checkpointer = checkpointing.Checkpointer(
       workdir, max_to_keep=config.keep_checkpoints, log=log)
   metrics = None
@@ -509,7 +478,7 @@ class _Run:
 
   config: Config
   dataset: data.Dataset
-  placement: Placement
+  placement: parallel.Placement
   steps_per_epoch: int
   log: Callable[[str], None]
   graphdef: nnx.GraphDef | None = None
@@ -645,18 +614,6 @@ def build_parser() -> argparse.ArgumentParser:
   return parser
 
 
-def initialize_distributed(
-    coordinator: str, num_processes: int, process_id: int
-) -> None:
-  """Joins JAX's multi-controller runtime (before any other JAX call)."""
-  # CPU processes exchange collectives through gloo; GPUs and TPUs ignore it.
-  jax.config.update('jax_cpu_collectives_implementation', 'gloo')
-  jax.distributed.initialize(
-      coordinator_address=coordinator, num_processes=num_processes,
-      process_id=process_id,
-  )
-
-
 def main(argv: Sequence[str] | None = None) -> int:
   """Runs the trainer from the command line; returns the exit status."""
   parser = build_parser()
@@ -668,7 +625,7 @@ def main(argv: Sequence[str] | None = None) -> int:
                    ' together.')
     if args.workdir is None:
       parser.error('multi-process runs need a shared --workdir.')
-    initialize_distributed(*distributed)
+    parallel.initialize_distributed(*distributed)
   fields = {f.name for f in dataclasses.fields(Config)}
   config = Config(progress=not args.no_progress, **{
       key: value for key, value in vars(args).items() if key in fields})
