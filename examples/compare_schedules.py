@@ -45,7 +45,7 @@ import optax
 
 from examples import data
 from examples import model as model_lib
-from examples import sweep
+from examples import multi_model
 from examples import train
 # pylint: enable=g-import-not-at-top,wrong-import-position
 
@@ -89,7 +89,7 @@ class Row(NamedTuple):
 
 def optimizer_fn(
     config: train.Config, steps_per_epoch: int
-) -> sweep.OptimizerFn:
+) -> multi_model.OptimizerFn:
   """The trainer's optimizer, with any ``config`` fields from ``hparams``.
 
   Inside the vmapped run the ``hparams`` are traced scalars; only the fixed
@@ -97,7 +97,7 @@ def optimizer_fn(
   is), the other policies' settings are shared by all seeds and stay concrete.
   """
 
-  def build(hparams: sweep.Hyperparams) -> optax.GradientTransformation:
+  def build(hparams: multi_model.Hyperparams) -> optax.GradientTransformation:
     return train.make_optimizer(
         dataclasses.replace(config, **hparams), steps_per_epoch
     )
@@ -109,7 +109,7 @@ def train_policy(
     config: train.Config, dataset: data.Dataset, *, seeds: Sequence[int],
     steps_per_epoch: int, eval_every: int,
     fixed_lrs: Sequence[float] | None = None,
-) -> sweep.Trained:
+) -> multi_model.Trained:
   """Trains one schedule for every seed (and fixed rate) as ONE program.
 
   Args:
@@ -122,13 +122,13 @@ def train_policy(
       seed, ``base_lr`` traced per model.
 
   Returns:
-    The :class:`sweep.Trained` result, models ordered rate-major.
+    The :class:`multi_model.Trained` result, models ordered rate-major.
   """
   hparams = {}
   if fixed_lrs is not None:
     hparams['base_lr'] = [lr for lr in fixed_lrs for _ in seeds]
     seeds = [seed for _ in fixed_lrs for seed in seeds]
-  return sweep.train_models(
+  return multi_model.train_models(
       dataset=dataset,
       model_name=config.model,
       optimizer_fn=optimizer_fn(config, steps_per_epoch),
@@ -167,7 +167,7 @@ def mean_std(values: np.ndarray) -> tuple[float, float]:
 
 
 def make_row(
-    policy: Policy, trained: sweep.Trained, models: slice, base_lr: float,
+    policy: Policy, trained: multi_model.Trained, models: slice, base_lr: float,
     max_lr: float,
 ) -> Row:
   """Collects the models ``models`` of ``trained`` into a :class:`Row`."""

@@ -13,6 +13,7 @@ import pytest
 import optax_clr
 from examples import data
 from examples import model as model_lib
+from examples import multi_model
 from examples import sweep
 from examples import train
 
@@ -33,10 +34,10 @@ def dataset():
 
 @pytest.fixture(scope='module')
 def program(dataset):
-  return sweep.prepare(
+  return multi_model.prepare(
       dataset,
       model_name='mlp',
-      optimizer_fn=sweep.sgd_with(sweep.triangular_fn, MOMENTUM),
+      optimizer_fn=multi_model.sgd_with(sweep.triangular_fn, MOMENTUM),
       hparams=HPARAMS,
       seeds=SEEDS,
       num_steps=NUM_STEPS,
@@ -57,7 +58,7 @@ def _model_hparams(k):
 def _trainer_run(dataset, k, order):
   """Model ``k`` trained by the trainer's own jitted ``train.train_step``."""
   module = model_lib.make_model('mlp', dataset, seed=SEEDS[k])
-  tx = sweep.sgd_with(sweep.triangular_fn, MOMENTUM)(_model_hparams(k))
+  tx = multi_model.sgd_with(sweep.triangular_fn, MOMENTUM)(_model_hparams(k))
   optimizer = nnx.Optimizer(module, tx, wrt=nnx.Param)
   graphdef, state = nnx.split((module, optimizer))
   lrs, losses = [], []
@@ -82,7 +83,7 @@ def test_vmapped_models_equal_separate_trainer_runs(dataset, program,
   state, history = batched
   order = np.asarray(program.stacked[2][k])
   params, lrs, losses = _trainer_run(dataset, k, order)
-  jax.tree.map(_close, nnx.to_pure_dict(sweep.unstack(state.params, k)),
+  jax.tree.map(_close, nnx.to_pure_dict(multi_model.unstack(state.params, k)),
                params)
   _close(history.lr[k], lrs)
   _close(history.loss[k], losses)
@@ -92,8 +93,8 @@ def test_vmapped_models_equal_separate_trainer_runs(dataset, program,
 def test_vmapped_models_equal_single_model_program(program, batched, k):
   state, history = batched
   single_state, single_history = program.single(*program.model_args(k))
-  jax.tree.map(_close, sweep.unstack(state, k), single_state)
-  jax.tree.map(_close, sweep.unstack(history, k), single_history)
+  jax.tree.map(_close, multi_model.unstack(state, k), single_state)
+  jax.tree.map(_close, multi_model.unstack(history, k), single_history)
 
 
 def test_logged_lr_is_each_models_schedule(batched):
@@ -111,7 +112,7 @@ def test_logged_lr_is_each_models_schedule(batched):
 def test_batch_order_is_the_trainers_data_order(dataset):
   images, labels = dataset.train_images, dataset.train_labels
   per_epoch = len(labels) // BATCH_SIZE
-  order = sweep.batch_order(len(labels), BATCH_SIZE, per_epoch + 3, seed=7)
+  order = multi_model.batch_order(len(labels), BATCH_SIZE, per_epoch + 3, seed=7)
   assert order.shape == (per_epoch + 3, BATCH_SIZE)
   rng = np.random.default_rng(7)
   for epoch in range(2):
@@ -122,9 +123,9 @@ def test_batch_order_is_the_trainers_data_order(dataset):
 
 def test_prepare_refuses_a_misaligned_eval(dataset):
   with pytest.raises(ValueError, match='eval_every'):
-    sweep.prepare(
+    multi_model.prepare(
         dataset, model_name='mlp',
-        optimizer_fn=sweep.sgd_with(sweep.triangular_fn, MOMENTUM),
+        optimizer_fn=multi_model.sgd_with(sweep.triangular_fn, MOMENTUM),
         hparams=HPARAMS, seeds=SEEDS, num_steps=10, batch_size=BATCH_SIZE,
         eval_every=4,
     )
@@ -153,11 +154,11 @@ def test_main_prints_table_heatmap_and_speedup(tmp_path, capsys):
 def test_models_are_sharded_over_devices():
   script = textwrap.dedent("""
       import numpy as np, jax
-      from examples import data, sweep
+      from examples import data, multi_model, sweep
       assert jax.device_count() == 2
-      program = sweep.prepare(
+      program = multi_model.prepare(
           data.load_dataset('digits'), model_name='mlp',
-          optimizer_fn=sweep.sgd_with(sweep.triangular_fn, 0.9),
+          optimizer_fn=multi_model.sgd_with(sweep.triangular_fn, 0.9),
           hparams={'base_lr': [0.01, 0.05], 'max_lr': [0.05, 0.2],
                    'step_size': [3, 5]},
           seeds=[0, 1], num_steps=4, batch_size=16, eval_every=2)
