@@ -67,16 +67,10 @@ def step_decay_schedule(
   _checks.check_number('init_lr', init_lr, lower=0.0)
   _checks.check_step_count('drop_every', drop_every)
   _checks.check_number('factor', factor, lower=0.0, upper=1.0, lower_open=True)
-  dtype = _numerics.output_dtype(init_lr)
-  log_factor = _checks.log_of(factor)
-
-  def schedule(count: jax.typing.ArrayLike) -> jax.Array:
-    drops = _periods(count, drop_every, True, dtype)
-    return jnp.asarray(init_lr, dtype) * jnp.exp(drops * log_factor).astype(
-        dtype
-    )
-
-  return schedule
+  # The staircase exponential decay is this formula exactly.
+  return exponential_decay_schedule(
+      init_lr, factor, decay_steps=drop_every, staircase=True
+  )
 
 
 def exponential_decay_schedule(
