@@ -16,43 +16,151 @@ Record = dict[str, Any]
 PLOTS = ('loss', 'accuracy', 'lr')
 
 
+class MetricsError(ValueError):
+  """The metrics file is damaged where a resume needs it."""
+
+
 class MetricsLog:
-  """An append-only JSON-lines file, cut back to the epochs a resume keeps."""
+  """An append-only JSON-lines file, cut back to the epochs a resume keeps.
+
+  Each :meth:`extend` appends whole lines with one ``write`` and ``fsync``s
+  them before returning, and the trainer checkpoints an epoch only after its
+  records are on disk. A crash can therefore only leave a cut line *after*
+  the last checkpointed epoch, which a resume drops.
+  """
 
   def __init__(self, path: str, *, keep_epochs: int):
     """Opens ``path``, keeping only records of epochs ``< keep_epochs``.
 
     Records of later epochs belong to work a restored checkpoint does not
-    contain (a run killed mid-epoch, or stopped on a non-finite loss); they
-    are dropped so that the file matches an uninterrupted run.
+    contain (a run killed mid-epoch or mid-write, or stopped on a non-finite
+    loss); they are dropped, whatever their state, so that the file matches
+    an uninterrupted run.
 
     Args:
-      path: the ``.jsonl`` file; created if missing.
+      path: the ``.jsonl`` file; created (or emptied) if ``keep_epochs`` is 0.
       keep_epochs: the number of completed epochs to keep (0: start afresh).
+
+    Raises:
+      MetricsError: the file is missing, a line before the end of epoch
+        ``keep_epochs - 1`` is damaged (the message names the line), or the
+        file ends before that epoch does.
     """
     self.path = path
     self.records: list[Record] = []
-    if keep_epochs and os.path.exists(path):
-      with open(path) as f:
-        records = [json.loads(line) for line in f if line.strip()]
-      self.records = [r for r in records if r['epoch'] < keep_epochs]
-    tmp = path + '.tmp'
-    with open(tmp, 'w') as f:
-      f.writelines(json.dumps(r) + '\n' for r in self.records)
-    os.replace(tmp, path)
+    if keep_epochs:
+      self.records = _records_of_epochs(path, keep_epochs)
+    _replace(path, ''.join(_line(r) for r in self.records))
 
   def extend(self, records: Iterable[Record]) -> None:
-    """Appends records to the file and flushes it."""
+    """Appends whole records and waits until they are on disk."""
     records = list(records)
-    with open(self.path, 'a') as f:
-      f.writelines(json.dumps(r) + '\n' for r in records)
+    if not records:
+      return
+    payload = ''.join(_line(r) for r in records).encode()
+    fd = os.open(self.path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
+    try:
+      view = memoryview(payload)
+      while view:
+        view = view[os.write(fd, view):]
+      os.fsync(fd)
+    finally:
+      os.close(fd)
     self.records.extend(records)
 
 
+def _line(record: Record) -> str:
+  return json.dumps(record) + '\n'
+
+
+def _replace(path: str, text: str) -> None:
+  """Writes ``path`` atomically (temporary file, fsync, rename)."""
+  tmp = path + '.tmp'
+  with open(tmp, 'w') as f:
+    f.write(text)
+    f.flush()
+    os.fsync(f.fileno())
+  os.replace(tmp, path)
+  directory = os.open(os.path.dirname(os.path.abspath(path)), os.O_RDONLY)
+  try:
+    os.fsync(directory)
+  finally:
+    os.close(directory)
+
+
+def _parse(path: str, number: int, line: bytes) -> Record:
+  """One line as a record, or MetricsError naming the file and line."""
+  try:
+    record = json.loads(line)
+  except ValueError as error:
+    raise MetricsError(
+        f'{path}, line {number}: not a JSON record ({error}).'
+    ) from error
+  if not isinstance(record, dict) or not all(
+      isinstance(record.get(key), int) for key in ('step', 'epoch')):
+    raise MetricsError(
+        f'{path}, line {number}: not a metrics record (an object with'
+        f' integer "step" and "epoch"): {line[:80]!r}.'
+    )
+  return record
+
+
+def _records_of_epochs(path: str, epochs: int) -> list[Record]:
+  """The records of epochs ``< epochs``, which must all be there, intact."""
+  advice = ('The checkpoint cannot be continued without them: restore the'
+            ' file, or pass a new --workdir.')
+  try:
+    with open(path, 'rb') as f:
+      payload = f.read()
+  except OSError as error:
+    raise MetricsError(
+        f'Cannot read {path} ({error}), which must hold the records of the'
+        f' {epochs} checkpointed epochs. {advice}'
+    ) from error
+  # The part after the last newline is a record cut by a crash: past the
+  # checkpoint, since an epoch is checkpointed only once its lines are whole.
+  lines = payload.split(b'\n')[:-1]
+  records = []
+  for number, line in enumerate(lines, 1):
+    if records and records[-1]['epoch'] == epochs - 1 and (
+        'test_loss' in records[-1]):
+      break  # the checkpointed epochs are complete; the rest is dropped
+    if not line.strip():
+      continue
+    record = _parse(path, number, line)
+    if record['step'] != len(records) or record['epoch'] >= epochs:
+      raise MetricsError(
+          f'{path}, line {number}: step {record["step"]} of epoch'
+          f' {record["epoch"]} where step {len(records)} of an epoch before'
+          f' {epochs} belongs (the checkpoint is after epoch {epochs}).'
+          f' {advice}'
+      )
+    records.append(record)
+  else:
+    if not (records and records[-1]['epoch'] == epochs - 1
+            and 'test_loss' in records[-1]):
+      last = (f'step {records[-1]["step"]} of epoch {records[-1]["epoch"]}'
+              if records else 'no record')
+      raise MetricsError(
+          f'{path} ends at {last}, but the checkpoint is after epoch'
+          f' {epochs} (0-based epoch {epochs - 1} and its test metrics are'
+          f' missing). {advice}'
+      )
+  return records
+
+
 def read_metrics(path: str) -> list[Record]:
-  """Reads a metrics file written by :class:`MetricsLog`."""
-  with open(path) as f:
-    return [json.loads(line) for line in f if line.strip()]
+  """Reads a metrics file written by :class:`MetricsLog`.
+
+  A cut last line (a run writing, or killed while writing) is left out.
+
+  Raises:
+    MetricsError: a complete line is damaged; the message names it.
+  """
+  with open(path, 'rb') as f:
+    lines = f.read().split(b'\n')[:-1]
+  return [_parse(path, number, line)
+          for number, line in enumerate(lines, 1) if line.strip()]
 
 
 def plot_metrics(records: Sequence[Record], workdir: str) -> list[str]:
