@@ -2,7 +2,7 @@
 
 import math
 
-from hypothesis import given, settings, strategies as st
+from hypothesis import assume, given, settings, strategies as st
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -23,6 +23,10 @@ TORCH_THREE_PHASE = [1, 9, 17, 25, 17, 9, 1, 0.75, 0.5, 0.25]
 TORCH_THREE_PHASE_MOMENTUM = [22, 15, 8, 1, 8, 15, 22, 22, 22, 22]
 TORCH_COS = [1, 13, 25] + [cos_anneal(25, 0.5, k / 7) for k in range(1, 7)] + [0.5]
 TORCH_COS_MOMENTUM = [22, 11.5, 1] + [cos_anneal(1, 22, k / 7) for k in range(1, 7)] + [22]
+
+
+# Every hypothesis example evaluates this many steps: one compilation.
+HYPOTHESIS_STEPS = 416
 
 
 def values(schedule, num_steps):
@@ -68,7 +72,7 @@ class TestPublishedPyTorchValues:
 
 class TestAgainstTorchAlgorithm:
 
-  @settings(deadline=None, max_examples=40)
+  @settings(max_examples=40)
   @given(
       total_steps=st.integers(8, 400),
       pct_start=st.floats(0.05, 0.45),
@@ -76,8 +80,9 @@ class TestAgainstTorchAlgorithm:
       three_phase=st.booleans(),
   )
   def test_every_step(self, total_steps, pct_start, strategy, three_phase):
-    if pct_start * total_steps <= 1.5:
-      return  # Too short a warm-up: refused, tested below.
+    # A warm-up of at most 1.5 steps is refused (tested below); just above
+    # that threshold is the interesting edge, so hypothesis must not skip it.
+    assume(pct_start * total_steps > 1.5)
     max_lr, div, final_div = 0.4, 25.0, 1e4
     initial = max_lr / div
     lr = optax_clr.one_cycle_schedule(
@@ -103,12 +108,35 @@ class TestAgainstTorchAlgorithm:
         )
         for t in steps
     ]
+    # One length for every example (compiled once), past the end of the
+    # longest cycle: after step T - 1 both schedules hold their last value.
+    got_lr = values(lr, HYPOTHESIS_STEPS)
+    got_momentum = values(momentum, HYPOTHESIS_STEPS)
     np.testing.assert_allclose(
-        values(lr, total_steps), expected_lr, rtol=2e-5, atol=1e-7
+        got_lr[:total_steps], expected_lr, rtol=2e-5, atol=1e-7
     )
     np.testing.assert_allclose(
-        values(momentum, total_steps), expected_momentum, rtol=1e-5
+        got_momentum[:total_steps], expected_momentum, rtol=1e-5
     )
+    np.testing.assert_array_equal(got_lr[total_steps:], got_lr[total_steps - 1])
+    np.testing.assert_array_equal(
+        got_momentum[total_steps:], got_momentum[total_steps - 1]
+    )
+
+  @pytest.mark.parametrize('total_steps,pct_start', [
+      (4, 0.376), (10, 0.151), (3, 0.501), (400, 0.0038),
+  ])
+  def test_just_above_the_refusal_threshold(self, total_steps, pct_start):
+    # pct_start * total_steps barely above 1.5: a first phase of ~0.5 step.
+    lr = optax_clr.one_cycle_schedule(
+        0.4, total_steps, pct_start=pct_start, anneal_strategy='linear')
+    expected = [
+        reference.torch_one_cycle(t, total_steps, (0.016, 0.4, 1.6e-6),
+                                  pct_start, 'linear')
+        for t in range(total_steps)
+    ]
+    np.testing.assert_allclose(values(lr, total_steps), expected, rtol=2e-5,
+                               atol=1e-7)
 
 
 class TestBetterThanPyTorch:
@@ -125,6 +153,21 @@ class TestBetterThanPyTorch:
         101, 100, (0.04, 1.0, 4e-6), 0.3, 'linear'
     )
     assert torch_next < 0
+
+  @pytest.mark.parametrize('three_phase', [False, True])
+  @pytest.mark.parametrize('strategy', ['cos', 'linear'])
+  def test_momentum_holds_its_final_value(self, strategy, three_phase):
+    momentum = optax_clr.one_cycle_momentum_schedule(
+        100, base_momentum=0.8, max_momentum=0.9, anneal_strategy=strategy,
+        three_phase=three_phase)
+    # At T - 1 the cycle is back at max_momentum; PyTorch would go on
+    # annealing past it (above max_momentum, linearly).
+    after = np.asarray(momentum(jnp.array([99, 100, 101, 1000, 2**31 - 1])))
+    np.testing.assert_allclose(after, 0.9, rtol=1e-6)
+    assert np.all(after == after[0])
+    torch_next = reference.torch_one_cycle(
+        150, 100, (0.9, 0.8, 0.9), 0.3, 'linear')
+    assert torch_next > 0.9
 
   def test_peak_and_start(self):
     lr = optax_clr.one_cycle_schedule(0.8, 1000, pct_start=0.25, div_factor=8.0)
@@ -158,6 +201,43 @@ class TestTransformations:
           for t in range(50)
       ]
       np.testing.assert_allclose(lrs[row], expected, rtol=2e-5)
+
+  @pytest.mark.parametrize('three_phase', [False, True])
+  def test_traced_total_steps_and_pct_start(self, three_phase):
+    # Both may be traced (the phase table is then built in float32 on the
+    # device); concrete values are the ones checked at construction.
+    totals = np.array([20, 50, 100])
+    pcts = np.array([0.3, 0.25, 0.4], np.float32)
+    num_steps = 120
+
+    def sweep(total_steps, pct_start):
+      lr = optax_clr.one_cycle_schedule(
+          0.4, total_steps, pct_start=pct_start, three_phase=three_phase)
+      momentum = optax_clr.one_cycle_momentum_schedule(
+          total_steps, pct_start=pct_start, three_phase=three_phase)
+      counts = jnp.arange(num_steps)
+      return lr(counts), momentum(counts)
+
+    lrs, momenta = jax.jit(jax.vmap(sweep))(totals, pcts)
+    for row, (total, pct) in enumerate(zip(totals, pcts)):
+      total, pct = int(total), float(pct)
+      expected_lr = [
+          reference.torch_one_cycle(t, total, (0.016, 0.4, 1.6e-6), pct,
+                                    'cos', three_phase)
+          for t in range(total)
+      ]
+      expected_momentum = [
+          reference.torch_one_cycle(t, total, (0.95, 0.85, 0.95), pct, 'cos',
+                                    three_phase)
+          for t in range(total)
+      ]
+      np.testing.assert_allclose(lrs[row, :total], expected_lr, rtol=2e-5,
+                                 atol=1e-8)
+      np.testing.assert_allclose(momenta[row, :total], expected_momentum,
+                                 rtol=1e-6)
+      np.testing.assert_array_equal(lrs[row, total:], lrs[row, total - 1])
+      np.testing.assert_array_equal(momenta[row, total:],
+                                    momenta[row, total - 1])
 
   def test_grad_with_respect_to_max_lr(self):
     grad = jax.grad(lambda m: optax_clr.one_cycle_schedule(m, 100)(40))(2.0)
