@@ -4,30 +4,94 @@ from typing import Any
 
 import jax
 import jax.numpy as jnp
+import numpy as np
+
+
+def count_dtype() -> jnp.dtype:
+  """The integer dtype of counts: int32, or int64 with ``jax_enable_x64``."""
+  return jnp.dtype(jax.dtypes.canonicalize_dtype(np.int64))
+
+
+def _largest_float_below(dtype: Any, bound: int) -> float:
+  """The largest value of the float ``dtype`` that is ``<= bound``."""
+  value = np.asarray(bound, dtype)
+  if int(value) > bound:
+    value = np.nextafter(value, np.asarray(0, dtype))
+  return float(value)
+
+
+def _host_count(count: Any, dtype: jnp.dtype) -> np.ndarray:
+  """Floors and clamps a Python or NumPy count on the host, exactly."""
+  top = int(jnp.iinfo(dtype).max)
+  host = np.asarray(count)
+  if host.dtype.kind == 'O' and isinstance(count, int):
+    host = np.asarray(max(count, -1), np.float64 if count > top else np.int64)
+  if host.dtype.kind == 'b':
+    host = host.astype(np.int64)
+  elif host.dtype.kind not in 'iu':
+    if not jnp.issubdtype(host.dtype, jnp.floating):
+      raise TypeError(
+          f'count must be a real number, got {count!r} of type'
+          f' {type(count).__name__}.'
+      )
+    host = np.floor(host.astype(np.float64))
+    if np.any(np.isnan(host)):
+      raise ValueError(f'count must be a number, got {count!r}.')
+  if np.any(host > top):
+    raise ValueError(
+        f'count={count!r} is larger than {top}, the largest count of'
+        f' {dtype.name}'
+        + ('.' if dtype.itemsize == 8 else '; enable jax_enable_x64 for more.')
+    )
+  return np.maximum(host, 0).astype(dtype)
 
 
 def as_count(count: jax.typing.ArrayLike) -> jax.Array:
-  """Returns ``count`` as an integer array; whole floats are floored.
+  """Returns ``count`` as a non-negative integer array of :func:`count_dtype`.
 
   optax hands schedules an int32 count (int64 with ``jax_enable_x64``); the
-  integer dtype is kept so cycle arithmetic stays exact at ``2**31 - 1``.
+  integer dtype keeps cycle arithmetic exact at ``2**31 - 1``. Any other
+  count is accepted without a warning: float counts are floored (step 3.7
+  is step 3, as PyTorch's integer step would be) and negative counts are
+  clamped at 0. A Python or NumPy count too large for the count dtype is a
+  ValueError naming ``count``; a JAX array count (traced or not) saturates at
+  the dtype's largest value instead, and a NaN one is step 0.
   """
-  count = jnp.asarray(count)
+  dtype = count_dtype()
+  if not isinstance(count, (jax.Array, jax.core.Tracer)):
+    return jnp.asarray(_host_count(count, dtype))
+  top = jnp.iinfo(dtype).max
   if jnp.issubdtype(count.dtype, jnp.integer):
-    return count
-  return jnp.floor(count).astype(jnp.int_)
+    if jnp.iinfo(count.dtype).max > top:
+      count = jnp.minimum(count, jnp.asarray(top, count.dtype))
+    return jnp.maximum(count.astype(dtype), 0)
+  if count.dtype == jnp.bool_:
+    return count.astype(dtype)
+  wide = jnp.promote_types(count.dtype, jnp.float32)
+  floored = jnp.floor(count.astype(wide))
+  safe = jnp.clip(floored, 0, _largest_float_below(wide, top))
+  # NaN fails both comparisons and lands on 0 through the clip's where.
+  safe = jnp.where(floored > 0, safe, 0)
+  return jnp.where(floored >= top, top, safe.astype(dtype)).astype(dtype)
 
 
 def as_int(value: Any, like: jax.Array) -> jax.Array:
   """Returns a (possibly traced) step size in the integer dtype of ``like``.
 
   A traced float step size (a sweep over ``jnp.array([100., 200.])``) is
-  rounded to the nearest integer; concrete ones were checked to be whole.
+  rounded to the nearest integer; concrete ones were checked to be whole and
+  to fit the count dtype. Traced ones are clipped into ``[1, max]`` so that
+  no unchecked value can divide by zero or wrap.
   """
   value = jnp.asarray(value)
-  if not jnp.issubdtype(value.dtype, jnp.integer):
-    return jnp.round(value).astype(like.dtype)
-  return value.astype(jnp.promote_types(like.dtype, value.dtype))
+  top = jnp.iinfo(like.dtype).max
+  if jnp.issubdtype(value.dtype, jnp.integer):
+    if jnp.iinfo(value.dtype).max > top:
+      value = jnp.minimum(value, jnp.asarray(top, value.dtype))
+    return jnp.maximum(value.astype(like.dtype), 1)
+  wide = jnp.promote_types(value.dtype, jnp.float32)
+  value = jnp.round(value.astype(wide))
+  return jnp.clip(value, 1, _largest_float_below(wide, top)).astype(like.dtype)
 
 
 def output_dtype(*values: Any) -> jnp.dtype:
