@@ -11,22 +11,27 @@ from optax_clr._cyclic import triangular_schedule
 from optax_clr._decay import exponential_decay_schedule
 from optax_clr._decay import inverse_time_decay_schedule
 from optax_clr._decay import step_decay_schedule
+from optax_clr._inverse_sqrt import inverse_sqrt_schedule
 from optax_clr._one_cycle import one_cycle_momentum_schedule
 from optax_clr._one_cycle import one_cycle_schedule
 from optax_clr._plot import plot_range_test
 from optax_clr._ramp import range_test_schedule
 from optax_clr._range_test import range_test
 from optax_clr._range_test import RangeTestResult
+from optax_clr._restarts import cosine_restarts_schedule
 from optax_clr._suggest import suggest_clr_bounds
 from optax_clr._suggest import suggest_lr
+from optax_clr._wsd import wsd_schedule
 
 __version__ = '0.1.0'
 
 __all__ = (
+    'cosine_restarts_schedule',
     'cyclic_momentum_schedule',
     'cyclic_schedule',
     'exp_range_schedule',
     'exponential_decay_schedule',
+    'inverse_sqrt_schedule',
     'inverse_time_decay_schedule',
     'one_cycle_momentum_schedule',
     'one_cycle_schedule',
@@ -39,4 +44,5 @@ __all__ = (
     'suggest_lr',
     'triangular2_schedule',
     'triangular_schedule',
+    'wsd_schedule',
 )
