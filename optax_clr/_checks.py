@@ -13,6 +13,8 @@ from typing import Any
 import jax
 import numpy as np
 
+from optax_clr import _numerics
+
 
 def concrete(value: Any) -> np.ndarray | None:
   """Returns ``value`` as a NumPy array, or None when it is traced."""
@@ -22,17 +24,71 @@ def concrete(value: Any) -> np.ndarray | None:
 
 
 def _numeric(name: str, value: Any) -> np.ndarray | None:
+  """``value`` as int64/uint64 or float64 on the host, None when traced.
+
+  Every integer and floating dtype is accepted, JAX's bfloat16 and float16
+  included; bools, complex numbers, strings and None are not.
+  """
   array = concrete(value)
   if array is None:
     return None
-  if array.dtype.kind not in 'iuf':
+  if array.dtype.kind == 'O' and _is_int(value):
+    if abs(value) >= 2**1023:
+      raise ValueError(f'{name}={value!r} is too large for any JAX dtype.')
+    array = np.asarray(float(value))
+  if array.dtype.kind in 'iu':
+    return array
+  if array.dtype.kind == 'b' or not jax.numpy.issubdtype(
+      array.dtype, jax.numpy.floating
+  ):
     raise TypeError(
         f'{name} must be a real number, got {value!r} of type'
         f' {type(value).__name__}.'
     )
+  array = array.astype(np.float64)
   if not np.all(np.isfinite(array)):
     raise ValueError(f'{name} must be finite, got {value!r}.')
   return array
+
+
+def _is_int(value: Any) -> bool:
+  return isinstance(value, int) and not isinstance(value, bool)
+
+
+def float_dtype(value: Any) -> np.dtype:
+  """The float dtype a schedule computes ``value`` in (float32 unless x64)."""
+  return np.dtype(jax.numpy.result_type(jax.numpy.float32, value))
+
+
+def check_fits(name: str, value: Any, dtype: Any, *, what: str = '') -> None:
+  """Checks that ``|value|`` is at most the largest finite ``dtype`` number.
+
+  Args:
+    name: the argument's name, quoted in the error message.
+    value: a concrete number (or array); traced values are not checked.
+    dtype: the float dtype the value will be computed in.
+    what: the quantity checked when it is not ``name`` itself, e.g.
+      ``'max_lr / div_factor'``.
+
+  Raises:
+    ValueError: ``value`` overflows ``dtype``.
+  """
+  array = concrete(value)
+  if array is None:
+    return
+  largest = float(jax.numpy.finfo(dtype).max)
+  with np.errstate(over='ignore', invalid='ignore'):
+    magnitude = np.abs(array.astype(np.float64))
+  if np.all(magnitude <= largest):
+    return
+  if what:
+    detail = f'{name} gives {what} = {float(np.max(magnitude)):g}'
+  else:
+    detail = f'{name}={value!r}'
+  raise ValueError(
+      f'{detail}, which does not fit in {np.dtype(dtype).name} (largest'
+      f' {largest:.4g}).'
+  )
 
 
 def check_number(
@@ -61,6 +117,7 @@ def check_number(
   array = _numeric(name, value)
   if array is None:
     return
+  check_fits(name, value, float_dtype(value))
   too_low = lower is not None and (
       np.any(array <= lower) if lower_open else np.any(array < lower)
   )
@@ -80,19 +137,31 @@ def check_number(
 def check_step_count(name: str, value: Any, *, minimum: int = 1) -> None:
   """Checks that a concrete ``value`` is a whole number ``>= minimum``.
 
-  ``2000.0`` is accepted (it is whole); ``2.5`` is not.
+  ``2000.0`` is accepted (it is whole); ``2.5`` is not, nor is a value larger
+  than the count dtype holds (``2**31 - 1`` without ``jax_enable_x64``).
 
   Raises:
     TypeError: ``value`` is not a real number.
     ValueError: ``value`` is fractional, not finite or below ``minimum``.
   """
-  array = _numeric(name, value)
+  if _is_int(value) and value > np.iinfo(np.int64).max:
+    array = np.asarray(float(min(value, 2**1000)))  # Only its size matters.
+  else:
+    array = _numeric(name, value)
   if array is None:
     return
   if np.any(array != np.floor(array)):
     raise ValueError(f'{name} must be a whole number of steps, got {value!r}.')
   if np.any(array < minimum):
     raise ValueError(f'{name} must be at least {minimum}, got {value!r}.')
+  dtype = _numerics.count_dtype()
+  top = int(np.iinfo(dtype).max)
+  if np.any(array > top):
+    raise ValueError(
+        f'{name}={value!r} is larger than {top}, the largest count of'
+        f' {dtype.name}'
+        + ('.' if dtype.itemsize == 8 else '; enable jax_enable_x64 for more.')
+    )
 
 
 def check_not_below(
