@@ -152,9 +152,98 @@ def _check_choice(name: str, value: Any, choices: Sequence[Any]) -> None:
     raise ValueError(f'{name} must be one of {tuple(choices)}, got {value!r}.')
 
 
+def flag(name: str) -> str:
+  """The command-line flag of a :class:`Config` field."""
+  return '--' + name.replace('_', '-')
+
+
+def _check_whole(config: Config, name: str, low: int, high: int) -> None:
+  value = getattr(config, name)
+  if (isinstance(value, bool) or not isinstance(value, (int, np.integer))
+      or not low <= value < high):
+    bounds = f'>= {low}' if high == math.inf else f'in [{low}, {high})'
+    raise ValueError(
+        f'{flag(name)} must be a whole number {bounds}, got {value!r}.')
+
+
+def _check_real(
+    config: Config, name: str, low: float, high: float = math.inf, *,
+    low_open: bool = False, high_open: bool = True,
+) -> None:
+  value = getattr(config, name)
+  ok = (not isinstance(value, bool)
+        and isinstance(value, (int, float, np.integer, np.floating))
+        and math.isfinite(value)
+        and (low < value if low_open else low <= value)
+        and (value < high if high_open else value <= high))
+  if not ok:
+    interval = ('(' if low_open else '[') + f'{low:g}, {high:g}' + (
+        ')' if high_open else ']')
+    raise ValueError(
+        f'{flag(name)} must be a finite number in {interval}, got {value!r}.')
+
+
+def check_config(config: Config) -> None:
+  """Refuses a config that cannot train, naming the flag, before any work.
+
+  Every numeric field is checked (whole numbers by range, the rest finite
+  and in range), including those the schedule does not use; checks that
+  need the dataset (``--batch-size`` against the examples and devices, the
+  step size in steps) follow in :func:`train_and_evaluate` before training.
+
+  Args:
+    config: the run's config.
+
+  Raises:
+    ValueError: a field is out of range; the message names its flag.
+  """
+  _check_choice(flag('dataset'), config.dataset, data.DATASETS)
+  _check_choice(flag('model'), config.model, model_lib.MODELS)
+  _check_choice(flag('schedule'), config.schedule, SCHEDULES)
+  _check_choice(flag('optimizer'), config.optimizer, OPTIMIZERS)
+  for name in ('epochs', 'batch_size', 'eval_batch_size', 'keep_checkpoints'):
+    _check_whole(config, name, 1, math.inf)
+  _check_whole(config, 'find_lr_steps', 2, math.inf)
+  _check_whole(config, 'seed', 0, 2**63)
+  _check_real(config, 'base_lr', 0.0)
+  _check_real(config, 'max_lr', 0.0)
+  _check_real(config, 'step_size_epochs', 0.0, low_open=True)
+  _check_real(config, 'gamma', 0.0, 1.0, low_open=True, high_open=False)
+  if config.schedule == 'step_decay':  # the factor per period
+    _check_real(config, 'decay_rate', 0.0, 1.0, low_open=True,
+                high_open=False)
+  elif config.schedule == 'exponential_decay':  # may grow: > 1 is allowed
+    _check_real(config, 'decay_rate', 0.0, low_open=True)
+  else:
+    _check_real(config, 'decay_rate', 0.0)
+  for name in ('momentum', 'base_momentum', 'max_momentum'):
+    _check_real(config, name, 0.0, 1.0)
+  if config.cycle_momentum and config.base_momentum > config.max_momentum:
+    raise ValueError(
+        f'--base-momentum ({config.base_momentum}) must be at most'
+        f' --max-momentum ({config.max_momentum}).')
+  if config.schedule in CYCLICAL + ('one_cycle',) and not config.find_lr:
+    if config.max_lr < config.base_lr:
+      raise ValueError(
+          f'--max-lr ({config.max_lr}) must be at least --base-lr'
+          f' ({config.base_lr}) for schedule {config.schedule!r}.')
+    if config.schedule == 'one_cycle' and config.base_lr <= 0:
+      raise ValueError(
+          f'--base-lr must be > 0 for one_cycle (it starts there), got'
+          f' {config.base_lr}.')
+
+
 def _step_size(config: Config, steps_per_epoch: int) -> int:
-  """Half a cycle (and the decay period) in steps, at least 1."""
-  return max(1, round(config.step_size_epochs * steps_per_epoch))
+  """Half a cycle (and the decay period) in steps, or ValueError."""
+  steps = round(config.step_size_epochs * steps_per_epoch)
+  if steps < 1:
+    raise ValueError(
+        f'--step-size-epochs {config.step_size_epochs} is'
+        f' {config.step_size_epochs * steps_per_epoch:.3g} steps at'
+        f' {steps_per_epoch} steps per epoch; it must come to at least one'
+        ' step.'
+    )
+  return steps
 
 
 def make_schedule(config: Config, steps_per_epoch: int) -> optax.Schedule:
@@ -429,19 +518,23 @@ def train_and_evaluate(config: Config, workdir: str) -> dict[str, float]:
     checkpointing.CheckpointError: the workdir's checkpoints are all damaged.
     ValueError: the config is invalid or does not match the checkpoint.
   """
+  check_config(config)
   primary = jax.process_index() == 0
   log = tqdm.tqdm.write if primary else lambda message: None
   dataset = data.load_dataset(config.dataset, config.data_dir)
-  os.makedirs(workdir, exist_ok=True)
   n = len(dataset.train_images)
   if config.batch_size % jax.device_count() or config.batch_size > n:
     raise ValueError(
-        f'batch_size={config.batch_size} must be a multiple of the'
+        f'--batch-size {config.batch_size} must be a multiple of the'
         f' {jax.device_count()} devices and at most the {n} training examples.'
     )
-  run = _Run(
-      config, dataset, parallel.Placement(), n // config.batch_size, log
-  )
+  steps_per_epoch = n // config.batch_size
+  # The schedule's arguments in steps, checked before anything is written.
+  _step_size(config, steps_per_epoch)
+  if not config.find_lr:  # otherwise the range test picks base/max LR
+    make_optimizer(config, steps_per_epoch)
+  os.makedirs(workdir, exist_ok=True)
+  run = _Run(config, dataset, parallel.Placement(), steps_per_epoch, log)
   checkpointer = checkpointing.Checkpointer(
       workdir, max_to_keep=config.keep_checkpoints, log=log)
   metrics = None
@@ -625,6 +718,11 @@ def main(argv: Sequence[str] | None = None) -> int:
                    ' together.')
     if args.workdir is None:
       parser.error('multi-process runs need a shared --workdir.')
+    if args.num_processes < 1:
+      parser.error(f'--num-processes must be >= 1, got {args.num_processes}.')
+    if not 0 <= args.process_id < args.num_processes:
+      parser.error(f'--process-id must be in [0, {args.num_processes}), got'
+                   f' {args.process_id}.')
     parallel.initialize_distributed(*distributed)
   fields = {f.name for f in dataclasses.fields(Config)}
   config = Config(progress=not args.no_progress, **{

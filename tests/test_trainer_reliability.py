@@ -121,3 +121,66 @@ def test_metrics_are_on_disk_line_by_line(reference):
   assert payload.endswith(b'\n')
   for line in payload.splitlines():
     assert isinstance(json.loads(line), dict)
+
+
+# 3: flags out of range are refused before any training.
+
+_BAD_FLAGS = [
+    (['--eval-batch-size', '-5'], '--eval-batch-size'),
+    (['--eval-batch-size', '0'], '--eval-batch-size'),
+    (['--step-size-epochs', '0'], '--step-size-epochs'),
+    (['--step-size-epochs', '-1'], '--step-size-epochs'),
+    (['--step-size-epochs', '0.01'], '--step-size-epochs'),
+    (['--batch-size', '0'], '--batch-size'),
+    (['--batch-size', '-32'], '--batch-size'),
+    (['--batch-size', '5000'], '--batch-size'),
+    (['--keep-checkpoints', '0'], '--keep-checkpoints'),
+    (['--momentum', '1'], '--momentum'),
+    (['--momentum', '-0.1'], '--momentum'),
+    (['--momentum', 'nan'], '--momentum'),
+    (['--epochs', '0'], '--epochs'),
+    (['--epochs', '-2'], '--epochs'),
+    (['--base-lr', '-0.01'], '--base-lr'),
+    (['--base-lr', 'inf'], '--base-lr'),
+    (['--max-lr', 'nan'], '--max-lr'),
+    (['--max-lr', '0.001'], '--max-lr'),
+    (['--schedule', 'exp_range', '--gamma', '0'], '--gamma'),
+    (['--schedule', 'exp_range', '--gamma', '1.5'], '--gamma'),
+    (['--schedule', 'step_decay', '--decay-rate', '0'], '--decay-rate'),
+    (['--schedule', 'step_decay', '--decay-rate', '2'], '--decay-rate'),
+    (['--schedule', 'inverse_time_decay', '--decay-rate', '-1'],
+     '--decay-rate'),
+    (['--cycle-momentum', '--base-momentum', '-0.5'], '--base-momentum'),
+    (['--cycle-momentum', '--max-momentum', '1'], '--max-momentum'),
+    (['--cycle-momentum', '--base-momentum', '0.9', '--max-momentum', '0.8'],
+     '--base-momentum'),
+    (['--seed', '-1'], '--seed'),
+    (['--find-lr', '--find-lr-steps', '1'], '--find-lr-steps'),
+]
+
+
+@pytest.mark.parametrize(
+    'flags,name', _BAD_FLAGS, ids=[' '.join(f) for f, _ in _BAD_FLAGS])
+def test_bad_flag_is_refused_before_training(tmp_path, capsys, flags, name):
+  workdir = tmp_path / 'run'
+
+  status = train.main(['--workdir', str(workdir), '--epochs', '1', *FLAGS,
+                       *flags])
+
+  assert status == 1
+  stderr = capsys.readouterr().err
+  assert name in stderr, stderr
+  assert not (workdir / 'metrics.jsonl').exists()
+  assert not (workdir / 'checkpoints').exists()
+
+
+@pytest.mark.parametrize('flags,name', [
+    (['--num-processes', '0', '--process-id', '0'], '--num-processes'),
+    (['--num-processes', '2', '--process-id', '2'], '--process-id'),
+    (['--num-processes', '2', '--process-id', '-1'], '--process-id'),
+])
+def test_bad_process_flags(tmp_path, capsys, flags, name):
+  with pytest.raises(SystemExit):
+    train.main(['--workdir', str(tmp_path), '--coordinator', '127.0.0.1:1',
+                *flags])
+  assert name in capsys.readouterr().err
