@@ -24,6 +24,24 @@ _IMPLIED_SCALE_MODE = {
 }
 
 
+def _checked_scale(value: Any, argument: jax.Array, dtype: Any) -> jax.Array:
+  """``scale_fn``'s output as ``dtype``: one real number per count."""
+  value = jnp.asarray(value)
+  if value.shape not in ((), argument.shape):
+    raise ValueError(
+        'scale_fn must return one number per count (shape () or the'
+        f' shape {argument.shape} of its argument), got shape {value.shape}.'
+    )
+  if not (
+      jnp.issubdtype(value.dtype, jnp.integer)
+      or jnp.issubdtype(value.dtype, jnp.floating)
+  ):
+    raise TypeError(
+        f'scale_fn must return a real number, got dtype {value.dtype}.'
+    )
+  return value.astype(dtype)
+
+
 def cycle_amplitude(
     step_size: jax.typing.ArrayLike,
     *,
@@ -64,7 +82,7 @@ def cycle_amplitude(
   def scale(cycle: jax.Array, count: jax.Array) -> jax.Array:
     if scale_fn is not None:
       argument = cycle if scale_mode == 'cycle' else count
-      return jnp.asarray(scale_fn(argument), dtype)
+      return _checked_scale(scale_fn(argument), argument, dtype)
     if mode == 'triangular':
       return jnp.ones((), dtype)
     if mode == 'triangular2':
@@ -75,15 +93,19 @@ def cycle_amplitude(
     count = _numerics.as_count(count)
     up = _numerics.as_int(step_size, count)
     down = _numerics.as_int(step_size_down, count)
-    total = up + down
-    # Counts are non-negative, so truncating division is floor division and
-    # the position is one multiply-subtract away (cheaper than jnp's %, //).
-    count = jnp.maximum(count, 0).astype(total.dtype)
-    completed = jax.lax.div(count, total)
+    # ``up + down`` may not fit the count dtype (two step sizes of 1.5e9 in
+    # int32). Then no cycle ends within the counts the dtype holds: the
+    # position is the count itself. Counts are non-negative, so truncating
+    # division is floor division and the position is one multiply-subtract
+    # away (cheaper than jnp's %, //).
+    fits = up <= jnp.iinfo(count.dtype).max - down
+    total = jnp.where(fits, up + down, 1)
+    completed = jnp.where(fits, jax.lax.div(count, total), 0)
     cycle = completed + 1
     position = count - completed * total
     rising = position <= up
-    numerator = jnp.where(rising, position, total - position)
+    # ``total - position`` written so that it never forms ``total``.
+    numerator = jnp.where(rising, position, down - (position - up))
     denominator = jnp.where(rising, up, down)
     fraction = numerator.astype(dtype) / denominator.astype(dtype)
     return fraction * scale(cycle, count)
@@ -127,7 +149,8 @@ def cyclic_schedule(
   Step for step equal to PyTorch's ``CyclicLR`` (``schedule(0)`` is
   ``base_lr``, ``schedule(k)`` is the rate of the ``k+1``-th update), but the
   cycle position uses integer arithmetic (exact at ``2**31 - 1``, and at
-  ``10**12`` with ``jax_enable_x64``) and ``triangular2`` never overflows
+  ``10**12`` with ``jax_enable_x64``, also when ``step_size + step_size_down``
+  exceeds what the count dtype holds) and ``triangular2`` never overflows
   (PyTorch raises ``OverflowError`` after 1025 cycles; here the scale
   underflows smoothly and the rate settles at ``base_lr``). The cost per call
   does not depend on the number of cycles.
@@ -148,7 +171,9 @@ def cyclic_schedule(
     gamma: the per-step factor of ``"exp_range"``, in ``(0, 1]``.
     scale_fn: a custom scale, called with the integer 1-based cycle number
       (``scale_mode="cycle"``, the default) or the integer global step
-      (``scale_mode="iterations"``); it must be written in ``jnp`` ops.
+      (``scale_mode="iterations"``); it must be written in ``jnp`` ops and
+      return one real number per count (anything else is an error naming
+      ``scale_fn`` on the first call).
     scale_mode: ``"cycle"`` or ``"iterations"``; only meaningful with
       ``scale_fn`` (the built-in modes imply theirs).
 

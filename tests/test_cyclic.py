@@ -252,6 +252,21 @@ class TestCustomScale:
     )
     np.testing.assert_allclose(values(custom, 11), TORCH_TRIANGULAR, rtol=1e-6)
 
+  def test_scale_fn_must_return_one_number_per_count(self):
+    schedule = optax_clr.cyclic_schedule(
+        0.1, 0.2, 10, scale_fn=lambda cycle: jnp.ones(3))
+    with pytest.raises(ValueError, match=r'scale_fn must return one number.*\(3,\)'):
+      schedule(3)
+    complex_scale = optax_clr.cyclic_schedule(
+        0.1, 0.2, 10, scale_fn=lambda cycle: 1j * cycle)
+    with pytest.raises(TypeError, match='scale_fn must return a real number'):
+      jax.jit(complex_scale)(3)
+    # Elementwise over an array of counts is one number per count.
+    elementwise = optax_clr.cyclic_schedule(
+        0.0, 1.0, 2, scale_fn=lambda cycle: 1.0 / cycle)
+    np.testing.assert_allclose(elementwise(jnp.arange(0, 12, 2)),
+                               [0, 1, 0, 0.5, 0, 1 / 3], rtol=1e-6)
+
   def test_default_scale_mode_with_scale_fn_is_cycle(self):
     custom = optax_clr.cyclic_schedule(1.0, 5.0, 4, scale_fn=lambda c: 0.5**(c - 1))
     np.testing.assert_allclose(values(custom, 22), TORCH_TRIANGULAR2, rtol=1e-6)
@@ -293,6 +308,15 @@ class TestExactFarOut:
           momentum(jnp.asarray(count, jnp.int64)), 0.9 - 0.1 * fraction,
           rtol=1e-6,
       )
+
+  @pytest.mark.parametrize('count', [1_500_000_000, 1_000_000_000, 2**31 - 1])
+  def test_cycle_longer_than_int32_does_not_wrap(self, count):
+    # step_size + step_size_down = 3e9 does not fit int32.
+    schedule = optax_clr.triangular_schedule(0.1, 0.2, 1_500_000_000)
+    _, fraction = reference.exact_triangle(count, 1_500_000_000)
+    np.testing.assert_allclose(schedule(count), 0.1 + 0.1 * fraction, rtol=1e-6)
+    np.testing.assert_allclose(
+        jax.jit(schedule)(jnp.int32(count)), 0.1 + 0.1 * fraction, rtol=1e-6)
 
   def test_exp_range_accurate_at_large_counts(self):
     gamma = 0.99999
