@@ -22,6 +22,9 @@ from optax_clr._restarts import cosine_restarts_schedule
 from optax_clr._suggest import suggest_clr_bounds
 from optax_clr._suggest import suggest_lr
 from optax_clr._wsd import wsd_schedule
+from optax_clr._sweep import grid
+from optax_clr._sweep import sweep
+from optax_clr._sweep import SweepResult
 
 __version__ = '0.1.0'
 
@@ -31,6 +34,7 @@ __all__ = (
     'cyclic_schedule',
     'exp_range_schedule',
     'exponential_decay_schedule',
+    'grid',
     'inverse_sqrt_schedule',
     'inverse_time_decay_schedule',
     'one_cycle_momentum_schedule',
@@ -42,7 +46,17 @@ __all__ = (
     'step_decay_schedule',
     'suggest_clr_bounds',
     'suggest_lr',
+    'sweep',
+    'SweepResult',
     'triangular2_schedule',
     'triangular_schedule',
     'wsd_schedule',
 )
+
+
+def __getattr__(name: str):
+  # optax_clr.nnx needs Flax, an optional dependency: import it on first use.
+  if name == 'nnx':
+    import importlib  # pylint: disable=g-import-not-at-top
+    return importlib.import_module('optax_clr.nnx')
+  raise AttributeError(f'module {__name__!r} has no attribute {name!r}')

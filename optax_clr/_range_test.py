@@ -10,7 +10,9 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 
+from optax_clr import _cache
 from optax_clr import _checks
+from optax_clr import _loss
 from optax_clr import _ramp
 
 # The floor of the divergence rule's scale: keeps a loss that starts at 0 from
@@ -61,6 +63,7 @@ jax.tree_util.register_pytree_with_keys(
 
 class _Carry(NamedTuple):
   params: Any
+  model_state: Any  # None without one.
   opt_state: Any
   average: jax.Array  # the EMA before bias correction
   first: jax.Array  # the smoothed loss of step 0
@@ -118,15 +121,20 @@ def _fill(value: jax.Array) -> jax.Array:
   return jnp.zeros_like(value)
 
 
-def _init(params, start_lr, end_lr, smoothing, threshold, *, static):
-  del smoothing, threshold
+def _ramp_and_optimizer(start_lr, end_lr, static):
   optimizer, hyperparam, num_steps, mode = static[1:5]
   schedule = _ramp.range_test_schedule(start_lr, end_lr, num_steps, mode=mode)
-  tx = _make_optimizer(optimizer, hyperparam, schedule)
+  return schedule, _make_optimizer(optimizer(), hyperparam, schedule)
+
+
+def _init(params, model_state, start_lr, end_lr, *, static):
+  num_steps = static[3]
+  _, tx = _ramp_and_optimizer(start_lr, end_lr, static)
   # float32, or float64 under jax_enable_x64.
   zero = jnp.zeros([], jax.dtypes.canonicalize_dtype(jnp.float64))
   return _Carry(
       params=params,
+      model_state=model_state,
       opt_state=tx.init(params),
       average=zero,
       first=zero,
@@ -137,20 +145,18 @@ def _init(params, start_lr, end_lr, smoothing, threshold, *, static):
   )
 
 
-def _step(carry, batch, start_lr, end_lr, smoothing, threshold, *, static):
+def _step(carry, batch, key, start_lr, end_lr, smoothing, threshold, *,
+          static):
   """One step of the sweep: loss, divergence check, masked update."""
-  loss_fn, optimizer, hyperparam, num_steps, mode, has_aux = static
-  schedule = _ramp.range_test_schedule(start_lr, end_lr, num_steps, mode=mode)
-  tx = _make_optimizer(optimizer, hyperparam, schedule)
-  if has_aux:
-    value_and_grad = jax.value_and_grad(loss_fn, has_aux=True)
-    (loss, aux), grads = value_and_grad(carry.params, batch)
-  else:
-    loss, grads = jax.value_and_grad(loss_fn)(carry.params, batch)
-    aux = {}
+  loss_fn, has_aux, stateful = static[0], static[5], static[6]
+  _, tx = _ramp_and_optimizer(start_lr, end_lr, static)
+  step = carry.step
+  loss, aux, model_state, grads = _loss.value_and_grad(
+      loss_fn(), carry.params, carry.model_state, batch,
+      _loss.step_key(key, step), has_aux=has_aux, stateful=stateful,
+  )
   dtype = carry.average.dtype
   loss = jnp.asarray(loss, dtype)  # jax.grad has checked that it is a scalar.
-  step = carry.step
   average = smoothing * carry.average + (1 - smoothing) * loss
   smoothed = average / (1 - smoothing ** (step + 1).astype(dtype))
   first = jnp.where(step == 0, smoothed, carry.first)
@@ -165,10 +171,13 @@ def _step(carry, batch, start_lr, end_lr, smoothing, threshold, *, static):
   )
   updates, opt_state = tx.update(grads, carry.opt_state, carry.params)
   params = optax.apply_updates(carry.params, updates)
-  keep = lambda old, new: jnp.where(diverged, old, new)
+  keep = lambda old, new: jax.tree.map(
+      lambda o, n: jnp.where(diverged, o, n), old, new
+  )
   carry = _Carry(
-      params=jax.tree.map(keep, carry.params, params),
-      opt_state=jax.tree.map(keep, carry.opt_state, opt_state),
+      params=keep(carry.params, params),
+      model_state=keep(carry.model_state, model_state),
+      opt_state=keep(carry.opt_state, opt_state),
       average=average,
       first=first,
       best=best,
@@ -183,24 +192,39 @@ def _step(carry, batch, start_lr, end_lr, smoothing, threshold, *, static):
   return carry, record
 
 
-def _scan(params, batches, start_lr, end_lr, smoothing, threshold, *, static):
-  carry = _init(params, start_lr, end_lr, smoothing, threshold, static=static)
+def _scan(params, model_state, batches, key, start_lr, end_lr, smoothing,
+          threshold, *, static):
+  num_steps = static[3]
+  carry = _init(params, model_state, start_lr, end_lr, static=static)
   step = functools.partial(
       _step,
+      key=key,
       start_lr=start_lr,
       end_lr=end_lr,
       smoothing=smoothing,
       threshold=threshold,
       static=static,
   )
-  carry, records = jax.lax.scan(step, carry, batches, length=static[3])
-  return records, carry.diverged_step
+  carry, records = jax.lax.scan(step, carry, batches, length=num_steps)
+  schedule, _ = _ramp_and_optimizer(start_lr, end_lr, static)
+  return records, carry.diverged_step, schedule(jnp.arange(num_steps))
 
 
-_STATIC = ('static',)
-_jit_init = jax.jit(_init, static_argnames=_STATIC)
-_jit_step = jax.jit(_step, static_argnames=_STATIC)
-_jit_scan = jax.jit(_scan, static_argnames=_STATIC)
+def _lrs(start_lr, end_lr, *, static):
+  schedule, _ = _ramp_and_optimizer(start_lr, end_lr, static)
+  return schedule(jnp.arange(static[3]))
+
+
+def _build(refs, static):
+  """The jitted programs of one configuration (callables behind ``refs``)."""
+  static = (*refs, *static)
+  return tuple(
+      jax.jit(functools.partial(f, static=static))
+      for f in (_scan, _init, _step, _lrs)
+  )
+
+
+_PROGRAMS = _cache.ProgramCache()
 
 
 def _is_stacked(batches: Any) -> bool:
@@ -224,22 +248,16 @@ def _check_stacked(batches: Any, num_steps: int) -> None:
       )
 
 
-def _check_first_loss(loss: Any) -> None:
-  first = _checks.concrete(loss)
-  if first is not None and not np.isfinite(first):
+def _check_first_loss(losses: Any) -> None:
+  if isinstance(losses, jax.core.Tracer):
+    return
+  first = np.asarray(losses).reshape(-1)[0]  # No indexing program to compile.
+  if not np.isfinite(first):
     raise ValueError(
         f'loss_fn returned a non-finite loss ({float(first)}) at the first'
         ' step, before any update: check params and the first batch of'
         ' batches.'
     )
-
-
-def _hashable(*values: Any) -> bool:
-  try:
-    hash(values)
-  except TypeError:
-    return False
-  return True
 
 
 def range_test(
@@ -256,6 +274,8 @@ def range_test(
     divergence_threshold: jax.typing.ArrayLike | None = 4.0,
     has_aux: bool = False,
     hyperparam: str = 'learning_rate',
+    model_state: Any = None,
+    key: jax.Array | None = None,
 ) -> RangeTestResult:
   r"""Sweeps a hyperparameter upwards for ``num_steps`` and records the loss.
 
@@ -291,10 +311,20 @@ def range_test(
   same result and stops at divergence. Nothing is mutated: ``params`` and
   ``optimizer`` are as before, there is nothing to reset.
 
+  A model with state that training updates (BatchNorm's batch statistics)
+  passes it as ``model_state``: it is threaded through the sweep and frozen
+  with the parameters after divergence. A model with randomness (dropout)
+  passes ``key``: step :math:`t` receives ``jax.random.fold_in(key, t)``, so
+  a sweep is reproducible and every step draws afresh. For a Flax NNX module,
+  :func:`optax_clr.nnx.range_test` does both.
+
   Args:
     loss_fn: ``loss_fn(params, batch) -> loss`` (a scalar), or ``(loss, aux)``
       with ``has_aux=True``; aux may carry ``"accuracy"`` for
-      ``suggest_clr_bounds(..., metric="accuracy")``.
+      ``suggest_clr_bounds(..., metric="accuracy")``. With ``model_state``
+      it is called as ``loss_fn(params, model_state, batch)`` and returns
+      ``(loss, new_model_state)`` (``((loss, aux), new_model_state)`` with
+      ``has_aux``); with ``key`` it also receives the keyword ``key=``.
     params: the initial parameters, a pytree.
     optimizer: a factory of ``optax.GradientTransformation`` such as
       ``optax.adam`` or ``functools.partial(optax.sgd, momentum=0.9)``. It is
@@ -316,6 +346,10 @@ def range_test(
     hyperparam: the swept hyperparameter: ``"learning_rate"``, or any numeric
       keyword of ``optimizer`` such as ``"momentum"``, ``"b1"`` or
       ``"weight_decay"`` (Smith's momentum and weight-decay tests).
+    model_state: a pytree of non-trained model state threaded through the
+      sweep (not differentiated), or None.
+    key: a ``jax.random`` key (typed or raw), or None; step ``t`` gets
+      ``jax.random.fold_in(key, t)``.
 
   Returns:
     result
@@ -327,8 +361,10 @@ def range_test(
       axis is not ``num_steps``; a ``hyperparam`` the optimizer does not take;
       a non-finite loss at the first step.
     TypeError: ``loss_fn`` or ``optimizer`` is not callable, ``has_aux`` is
-      not a bool, or ``optimizer`` cannot be built for ``hyperparam`` (its
-      learning rate unbound).
+      not a bool, ``optimizer`` does not return an
+      ``optax.GradientTransformation`` or cannot be built for ``hyperparam``
+      (its learning rate unbound), or ``loss_fn`` returns the wrong
+      structure.
 
   Examples:
     >>> import jax.numpy as jnp
@@ -366,27 +402,30 @@ def range_test(
                          lower=0.0, lower_open=True)
   _check_hyperparam(optimizer, hyperparam)
 
-  static = (loss_fn, optimizer, hyperparam, num_steps, mode, has_aux)
-  if _hashable(*static):  # Compiled once per static configuration.
-    scan, init, step = (
-        functools.partial(f, static=static)
-        for f in (_jit_scan, _jit_init, _jit_step)
+  tx = _make_optimizer(optimizer, hyperparam, schedule)
+  if not isinstance(tx, optax.GradientTransformation):
+    raise TypeError(
+        'optimizer must return an optax.GradientTransformation, got'
+        f' {type(tx).__name__} from {optimizer!r}.'
     )
-  else:  # An unhashable callable: compile without the cache.
-    scan, init, step = (
-        jax.jit(functools.partial(f, static=static))
-        for f in (_scan, _init, _step)
-    )
+  stateful = model_state is not None
   settings = (start_lr, end_lr, smoothing, divergence_threshold)
+  scan, init, step, ramp = _PROGRAMS.get(
+      (loss_fn, optimizer),
+      (hyperparam, num_steps, mode, has_aux, stateful),
+      lambda refs: _build(
+          refs, (hyperparam, num_steps, mode, has_aux, stateful)
+      ),
+  )
 
   if _is_stacked(batches):
     _check_stacked(batches, num_steps)
-    (losses, smoothed, aux), diverged_step = scan(
-        params, batches, *settings
+    (losses, smoothed, aux), diverged_step, lrs = scan(
+        params, model_state, batches, key, *settings
     )
-    _check_first_loss(losses[0])
+    _check_first_loss(losses)
   else:
-    carry = init(params, *settings)
+    carry = init(params, model_state, start_lr, end_lr)
     records = []
     iterator = iter(batches)
     for t in range(num_steps):
@@ -397,7 +436,7 @@ def range_test(
             f'batches ran out after {t} batches; num_steps={num_steps}'
             ' needs one batch per step.'
         ) from None
-      carry, record = step(carry, batch, *settings)
+      carry, record = step(carry, batch, key, *settings)
       records.append(record)
       if t == 0:
         _check_first_loss(record[0])
@@ -409,9 +448,10 @@ def range_test(
     records += [fill] * (num_steps - len(records))
     losses, smoothed, aux = jax.tree.map(lambda *x: jnp.stack(x), *records)
     diverged_step = carry.diverged_step
+    lrs = ramp(start_lr, end_lr)
 
   return RangeTestResult(
-      lrs=schedule(jnp.arange(num_steps)),
+      lrs=lrs,
       losses=losses,
       smoothed_losses=smoothed,
       aux=aux,

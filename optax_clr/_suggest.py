@@ -66,6 +66,16 @@ def curves(result: Any) -> Curves:
   smoothed = np.asarray(result.smoothed_losses, np.float64).reshape(
       -1, num_steps
   )
+  # Under jax.vmap, range_test cannot stop at a bad first loss; say which.
+  # (A single sweep with a bad first loss was refused by range_test.)
+  broken = np.flatnonzero(~np.isfinite(losses[:, 0]))
+  if broken.size and losses.shape[0] > 1:
+    which = ', '.join(str(i) for i in broken[:10])
+    raise ValueError(
+        f'sweep(s) {which} of {losses.shape[0]} (flattened batch index) had'
+        ' a non-finite loss at the first step, before any update: their'
+        ' params or first batch are broken, not the learning rate.'
+    )
   median = np.median(smoothed, axis=0)  # NaN wherever any sweep is NaN.
   diverged_step = int(np.min(np.asarray(result.diverged_step)))
   valid = min(diverged_step + 1, num_steps)

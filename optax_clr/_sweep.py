@@ -1,0 +1,449 @@
+r"""K models trained as ONE compiled program: ``jit(vmap(scan))``.
+
+Each model has its own hyperparameters (traced scalars inside the program, so
+new values of the same shape reuse the compiled program), optimizer state and,
+optionally, its own initialization, data order and random key. The K axis is
+sharded over the local devices.
+"""
+
+from collections.abc import Callable, Mapping
+import functools
+import itertools
+import math
+from typing import Any, NamedTuple
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import optax
+
+from optax_clr import _cache
+from optax_clr import _checks
+from optax_clr import _loss
+
+MODEL_AXIS = 'models'
+
+
+class SweepResult(NamedTuple):
+  """What :func:`sweep` trained: arrays with a leading K axis (one per model).
+
+  Attributes:
+    losses: ``[K, num_steps]``, the loss of each step, before its update.
+    params: the final parameters of every model.
+    model_state: the final model state (None without one).
+    aux: the stacked auxiliary outputs of ``loss_fn``, ``[K, num_steps,
+      ...]`` (``{}`` without ``has_aux``).
+    evals: ``eval_fn``'s metrics, ``[K, num_evals, ...]`` (None without
+      ``eval_fn``).
+    eval_steps: ``[num_evals]``, the updates done before each evaluation.
+    hyperparams: the hyperparameters of every model, ``{name: [K]}``.
+  """
+
+  losses: Any
+  params: Any
+  model_state: Any
+  aux: Any
+  evals: Any
+  eval_steps: Any
+  hyperparams: Any
+
+
+def grid(**axes: Any) -> dict[str, np.ndarray]:
+  """The Cartesian product of hyperparameter values, one row per model.
+
+  Flattened in C order: the first axis varies slowest, as
+  ``itertools.product``.
+
+  Args:
+    **axes: ``name=values``, each a non-empty 1-D sequence of numbers.
+
+  Returns:
+    hyperparams
+      ``{name: array of length K}`` with ``K`` the product of the lengths,
+      ready for :func:`sweep`. Each array keeps its values' dtype (whole
+      numbers stay integers).
+
+  Raises:
+    ValueError: no axes, or an axis that is empty or not 1-D.
+    TypeError: values that are not real numbers.
+
+  Examples:
+    >>> import optax_clr
+    >>> hp = optax_clr.grid(max_lr=[0.1, 0.2], step_size=[10, 20, 30])
+    >>> hp['max_lr'].tolist()
+    [0.1, 0.1, 0.1, 0.2, 0.2, 0.2]
+    >>> hp['step_size'].tolist()
+    [10, 20, 30, 10, 20, 30]
+  """
+  if not axes:
+    raise ValueError('grid needs at least one axis, e.g. grid(max_lr=[...]).')
+  arrays = {}
+  for name, values in axes.items():
+    array = np.asarray(values)
+    if array.ndim != 1 or not array.size:
+      raise ValueError(
+          f'grid axis {name} must be a non-empty 1-D sequence, got {values!r}.'
+      )
+    if array.dtype.kind not in 'iuf':
+      raise TypeError(f'grid axis {name} must hold real numbers, got {values!r}.')
+    arrays[name] = array
+  rows = list(itertools.product(*(range(a.size) for a in arrays.values())))
+  index = np.asarray(rows, np.int64).reshape(len(rows), len(arrays))
+  return {
+      name: array[index[:, i]] for i, (name, array) in enumerate(arrays.items())
+  }
+
+
+class _Static(NamedTuple):
+  has_aux: bool
+  stateful: bool
+  num_steps: int
+  eval_every: int | None
+  in_axes: tuple[Any, ...]
+
+
+def _train_one(params, model_state, key, hyperparams, batches, *, refs,
+               static):
+  """The training run of ONE model: a scan of steps, evaluations between."""
+  loss_fn, optimizer = refs[0](), refs[1]()
+  eval_fn = refs[2]() if len(refs) > 2 else None
+  tx = optimizer(hyperparams)
+  opt_state = tx.init(params)
+
+  def step(carry, inputs):
+    params, model_state, opt_state = carry
+    t, batch = inputs
+    out = _loss.value_and_grad(
+        loss_fn, params, model_state, batch, _loss.step_key(key, t),
+        has_aux=static.has_aux, stateful=static.stateful,
+    )
+    updates, opt_state = tx.update(out.grads, opt_state, params)
+    params = optax.apply_updates(params, updates)
+    return (params, out.model_state, opt_state), (out.loss, out.aux)
+
+  carry = (params, model_state, opt_state)
+  steps = jnp.arange(static.num_steps, dtype=jnp.int32)
+  every = static.eval_every or static.num_steps
+  chunks = static.num_steps // every
+  head = chunks * every
+  split = lambda x, a, b: jax.tree.map(lambda leaf: leaf[a:b], x)
+
+  def chunk(carry, inputs):
+    carry, records = jax.lax.scan(step, carry, inputs)
+    metrics = None if eval_fn is None else eval_fn(carry[0], carry[1])
+    return carry, (records, metrics)
+
+  inputs = jax.tree.map(
+      lambda x: x.reshape(chunks, every, *x.shape[1:]),
+      (steps[:head], split(batches, 0, head)),
+  )
+  carry, (records, evals) = jax.lax.scan(chunk, carry, inputs)
+  records = jax.tree.map(lambda x: x.reshape(head, *x.shape[2:]), records)
+  if head < static.num_steps:  # Steps after the last evaluation.
+    carry, tail = jax.lax.scan(
+        step, carry,
+        (steps[head:], split(batches, head, static.num_steps)),
+    )
+    records = jax.tree.map(
+        lambda a, b: jnp.concatenate([a, b]), records, tail
+    )
+  params, model_state, _ = carry
+  losses, aux = records
+  return losses, params, model_state, aux, evals
+
+
+def _build(refs, static):
+  train = functools.partial(_train_one, refs=refs, static=static)
+  return jax.jit(jax.vmap(train, in_axes=static.in_axes))
+
+
+_PROGRAMS = _cache.ProgramCache()
+
+
+def _leading(tree: Any) -> set[int | None]:
+  return {
+      (np.shape(leaf)[0] if np.ndim(leaf) else None)
+      for leaf in jax.tree.leaves(tree)
+  }
+
+
+def _check_axis(name: str, value: Any) -> int | None:
+  if value is None or (isinstance(value, int) and value == 0
+                       and not isinstance(value, bool)):
+    return value
+  raise ValueError(f'{name} must be None or 0, got {value!r}.')
+
+
+def _check_hyperparams(hyperparams: Any) -> tuple[dict[str, jax.Array], int]:
+  if not isinstance(hyperparams, Mapping) or not hyperparams:
+    raise TypeError(
+        'hyperparams must be a non-empty dict {name: array of K values}, e.g.'
+        f' optax_clr.grid(max_lr=[...]), got {hyperparams!r}.'
+    )
+  arrays, lengths = {}, {}
+  for name, values in hyperparams.items():
+    if not isinstance(name, str):
+      raise TypeError(f'hyperparams keys must be strings, got {name!r}.')
+    array = _checks.concrete(values)
+    if array is None:
+      raise TypeError(f'hyperparams[{name!r}] must be concrete, not traced.')
+    if array.dtype.kind not in 'biuf':
+      raise TypeError(
+          f'hyperparams[{name!r}] must hold real numbers, got {values!r}.'
+      )
+    if array.ndim < 1 or not array.shape[0]:
+      raise ValueError(
+          f'hyperparams[{name!r}] must have a leading axis of K >= 1 values'
+          f' (one per model), got shape {array.shape}.'
+      )
+    lengths[name] = array.shape[0]
+    arrays[name] = jnp.asarray(values)
+  if len(set(lengths.values())) > 1:
+    raise ValueError(
+        'hyperparams arrays must all have the same length K (one value per'
+        f' model), got lengths {lengths}.'
+    )
+  return arrays, next(iter(lengths.values()))
+
+
+def _check_optimizer(optimizer, hyperparams):
+  first = {name: values[0] for name, values in hyperparams.items()}
+  try:
+    tx = optimizer(first)
+  except KeyError as error:
+    raise ValueError(
+        f'optimizer(hp) read hp[{error.args[0]!r}], which hyperparams does not'
+        f' have; it has {sorted(hyperparams)}.'
+    ) from error
+  if not isinstance(tx, optax.GradientTransformation):
+    raise TypeError(
+        'optimizer(hp) must return an optax.GradientTransformation, got'
+        f' {type(tx).__name__}.'
+    )
+
+
+def _check_stacked(name: str, tree: Any, axis: int | None, num_models: int):
+  if axis is None:
+    return
+  lengths = _leading(tree)
+  if lengths != {num_models}:
+    raise ValueError(
+        f'{name}_axis=0 needs every leaf of {name} to have a leading axis of'
+        f' K={num_models} (one per model), got leading sizes'
+        f' {sorted(lengths, key=str)}.'
+    )
+
+
+def _num_steps(batches: Any, batches_axis: int | None) -> int:
+  leaves = jax.tree.leaves(batches)
+  axis = 0 if batches_axis is None else 1
+  sizes = {np.shape(leaf)[axis] if np.ndim(leaf) > axis else None
+           for leaf in leaves}
+  if not leaves or len(sizes) != 1 or None in sizes:
+    raise ValueError(
+        'batches must be a pytree of arrays with a leading num_steps axis'
+        ' (after the K axis with batches_axis=0), the same on every leaf;'
+        f' got leading sizes {sorted(sizes, key=str)}.'
+    )
+  num_steps = sizes.pop()
+  if num_steps < 1:
+    raise ValueError('batches must hold at least one step.')
+  return num_steps
+
+
+def _key_axis(key: Any, num_models: int) -> int | None:
+  if key is None:
+    return None
+  key = jnp.asarray(key) if not isinstance(key, jax.Array) else key
+  typed = jax.dtypes.issubdtype(key.dtype, jax.dtypes.prng_key)
+  single_ndim = 0 if typed else 1
+  if key.ndim == single_ndim:
+    return None
+  if key.ndim == single_ndim + 1 and key.shape[0] == num_models:
+    return 0
+  raise ValueError(
+      f'key must be one jax.random key or K={num_models} stacked keys, got'
+      f' shape {key.shape} and dtype {key.dtype}.'
+  )
+
+
+def _pad(tree: Any, padding: int) -> Any:
+  """Repeats the last model ``padding`` times along the K axis."""
+  if not padding:
+    return tree
+  return jax.tree.map(
+      lambda x: jnp.concatenate([x, jnp.repeat(x[-1:], padding, axis=0)]),
+      tree,
+  )
+
+
+def _place(args, in_axes, num_models):
+  """Pads the K axis to a multiple of the devices and shards it."""
+  devices = jax.local_devices()
+  count = min(len(devices), num_models)
+  padded = math.ceil(num_models / count) * count
+  mesh = jax.sharding.Mesh(np.array(devices[:count]), (MODEL_AXIS,))
+  by_model = jax.sharding.NamedSharding(
+      mesh, jax.sharding.PartitionSpec(MODEL_AXIS)
+  )
+  replicated = jax.sharding.NamedSharding(mesh, jax.sharding.PartitionSpec())
+  placed = []
+  for arg, axis in zip(args, in_axes):
+    if axis is None:
+      placed.append(jax.device_put(arg, replicated))
+    else:
+      placed.append(
+          jax.device_put(_pad(arg, padded - num_models), by_model)
+      )
+  return placed
+
+
+def sweep(
+    loss_fn: Callable[..., Any],
+    params: Any,
+    optimizer: Callable[[dict[str, jax.Array]], optax.GradientTransformation],
+    hyperparams: Mapping[str, Any],
+    batches: Any,
+    *,
+    params_axis: int | None = None,
+    batches_axis: int | None = None,
+    model_state: Any = None,
+    key: jax.Array | None = None,
+    has_aux: bool = False,
+    eval_fn: Callable[..., Any] | None = None,
+    eval_every: int | None = None,
+) -> SweepResult:
+  r"""Trains K models, one per hyperparameter row, as ONE compiled program.
+
+  Model :math:`k` is trained with ``optimizer(hp_k)`` where ``hp_k =
+  {name: hyperparams[name][k]}``, for as many steps as ``batches`` has: a
+  ``lax.scan`` of the training step, ``jax.vmap``-ed over the K models and
+  ``jax.jit``-ed once. Inside the program the hyperparameters are traced
+  scalars, so a schedule built from them compiles once, and calling again
+  with other values of the same shapes reuses the compiled program. The K
+  axis is sharded over the local devices (a 1-D mesh, ``NamedSharding``); a
+  K that the device count does not divide is padded with copies of the last
+  model and trimmed, with results equal to a one-device run.
+
+  Step :math:`t` of model :math:`k` computes
+
+  .. math::
+
+    L_{k,t},\ g = \nabla_\theta\, \ell(\theta_{k,t}, b_{k,t}), \quad
+    \theta_{k,t+1} = \theta_{k,t} + u, \quad
+    (u, s_{k,t+1}) = \text{optimizer}(hp_k).\text{update}(g, s_{k,t},
+    \theta_{k,t})
+
+  with the same ``loss_fn`` convention as :func:`optax_clr.range_test`:
+  ``loss_fn(params, batch)``, or ``loss_fn(params, model_state, batch)``
+  returning ``(loss, new_model_state)`` with ``model_state``, ``(loss,
+  aux)`` in place of ``loss`` with ``has_aux``, and the keyword ``key=`` of
+  ``jax.random.fold_in(key_k, t)`` with ``key``.
+
+  Hyperparameters are checked for shape here, not for value: the optimizer
+  receives traced values, which no factory can check.
+
+  Args:
+    loss_fn: the loss, as above.
+    params: the initial parameters, shared by all models, or stacked along a
+      leading K axis with ``params_axis=0`` (one initialization per seed).
+    optimizer: ``optimizer(hp) -> optax.GradientTransformation``, called with
+      a dict of scalars, e.g. ``lambda hp: optax.sgd(
+      optax_clr.triangular_schedule(hp["base_lr"], hp["max_lr"],
+      hp["step_size"]), momentum=0.9)``.
+    hyperparams: ``{name: array with leading axis K}``, one value per model;
+      :func:`optax_clr.grid` builds a Cartesian product.
+    batches: a pytree of arrays with a leading ``num_steps`` axis, shared by
+      all models, or ``[K, num_steps, ...]`` with ``batches_axis=0`` (one data
+      order per model).
+    params_axis: None (shared) or 0 (stacked). ``model_state`` follows it.
+    batches_axis: None (shared) or 0 (stacked).
+    model_state: a pytree threaded through training (batch statistics), or
+      None.
+    key: a ``jax.random`` key shared by all models, K stacked keys (one per
+      model), or None.
+    has_aux: whether ``loss_fn`` returns ``(loss, aux)``.
+    eval_fn: ``eval_fn(params, model_state) -> metrics`` (a pytree), run
+      after every ``eval_every`` updates (``model_state`` is None without
+      one), or None.
+    eval_every: updates between evaluations; None evaluates once, after the
+      last update. Needs ``eval_fn``.
+
+  Returns:
+    result
+      A :class:`SweepResult` with a leading K axis on every field but
+      ``eval_steps``.
+
+  Raises:
+    ValueError: ``hyperparams`` of different lengths, ``optimizer`` reading
+      a name ``hyperparams`` lacks, a stacked argument whose leading size is
+      not K, batches without a common ``num_steps`` axis, or a bad
+      ``eval_every``. All raised before anything compiles.
+    TypeError: a callable argument that is not callable, ``optimizer`` not
+      returning an ``optax.GradientTransformation``, or ``hyperparams`` not
+      a dict of numbers.
+
+  Examples:
+    >>> import jax.numpy as jnp
+    >>> import optax
+    >>> import optax_clr
+    >>> loss_fn = lambda w, batch: jnp.sum((w - batch) ** 2)
+    >>> batches = jnp.ones((20, 3))
+    >>> result = optax_clr.sweep(
+    ...     loss_fn, jnp.zeros(3), lambda hp: optax.sgd(hp['lr']),
+    ...     optax_clr.grid(lr=[0.01, 0.1, 0.4]), batches)
+    >>> result.losses.shape
+    (3, 20)
+    >>> # Step t's loss is 3 (1 - 2 lr)^(2t): gradient descent on a quadratic.
+    >>> [round(float(loss), 4) for loss in result.losses[:, -1]]
+    [1.3922, 0.0006, 0.0]
+  """
+  loss_fn = _checks.check_callable('loss_fn', loss_fn)
+  optimizer = _checks.check_callable('optimizer', optimizer)
+  if eval_fn is not None:
+    eval_fn = _checks.check_callable('eval_fn', eval_fn)
+  has_aux = _checks.check_bool('has_aux', has_aux)
+  params_axis = _check_axis('params_axis', params_axis)
+  batches_axis = _check_axis('batches_axis', batches_axis)
+  hyperparams, num_models = _check_hyperparams(hyperparams)
+  _check_stacked('params', params, params_axis, num_models)
+  if model_state is not None:
+    _check_stacked('model_state', model_state, params_axis, num_models)
+  _check_stacked('batches', batches, batches_axis, num_models)
+  num_steps = _num_steps(batches, batches_axis)
+  if eval_every is not None:
+    if eval_fn is None:
+      raise ValueError('eval_every needs an eval_fn to call.')
+    _checks.check_step_count('eval_every', eval_every)
+    eval_every = int(eval_every)
+    if eval_every > num_steps:
+      raise ValueError(
+          f'eval_every must be at most num_steps={num_steps}, got'
+          f' {eval_every}.'
+      )
+  key_axis = _key_axis(key, num_models)
+  _check_optimizer(optimizer, hyperparams)
+
+  in_axes = (params_axis, params_axis, key_axis, 0, batches_axis)
+  static = _Static(has_aux, model_state is not None, num_steps, eval_every,
+                   in_axes)
+  callables = (loss_fn, optimizer) + (() if eval_fn is None else (eval_fn,))
+  program = _PROGRAMS.get(
+      callables, static, lambda refs: _build(refs, static)
+  )
+  args = _place(
+      (params, model_state, key, hyperparams, batches), in_axes, num_models
+  )
+  losses, params, model_state, aux, evals = program(*args)
+  trim = lambda tree: jax.tree.map(lambda x: x[:num_models], tree)
+  every = eval_every or num_steps
+  eval_steps = every * np.arange(1, num_steps // every + 1)
+  return SweepResult(
+      losses=trim(losses),
+      params=trim(params),
+      model_state=trim(model_state),
+      aux=trim(aux),
+      evals=None if eval_fn is None else trim(evals),
+      eval_steps=eval_steps,
+      hyperparams=hyperparams,
+  )
