@@ -186,6 +186,27 @@ class TestLeastSquaresDivergence:
                                  equal_nan=True)
       np.testing.assert_array_equal(result.lrs, batched.lrs[1])
 
+  def test_iterable_under_vmap_equals_stacked(self, targets):
+    # Under vmap the iterable path cannot stop early (divergence is traced):
+    # it runs every step, masking the updates after divergence as the scan
+    # does, and gives the stacked path's result. A short sweep: each step is
+    # a dispatch.
+    short = lambda y: optax_clr.range_test(
+        least_squares, jnp.zeros(D), optax.sgd, y, start_lr=START_LR,
+        end_lr=END_LR, num_steps=30)
+    ys = jnp.asarray(targets[:, :30])
+    stacked = jax.vmap(short)(ys)
+    from_lists = jax.vmap(lambda y: short(list(y)))(ys)
+    assert np.all(np.asarray(stacked.diverged_step) < 29)
+    np.testing.assert_array_equal(from_lists.diverged_step,
+                                  stacked.diverged_step)
+    np.testing.assert_allclose(from_lists.losses, stacked.losses, rtol=1e-5,
+                               equal_nan=True)
+    np.testing.assert_allclose(from_lists.smoothed_losses,
+                               stacked.smoothed_losses, rtol=1e-5,
+                               equal_nan=True)
+    np.testing.assert_array_equal(from_lists.lrs, stacked.lrs)
+
   def test_threshold_none_runs_until_non_finite(self, targets, batched):
     result = sweep(targets[0], divergence_threshold=None)
     stop = int(result.diverged_step)
@@ -216,6 +237,57 @@ class TestPurity:
     np.testing.assert_array_equal(first.losses, second.losses)
     assert first.losses[0] == pytest.approx(
         float(loss_fn(before, noisy_targets(0, 30)[0])), rel=1e-6)
+
+
+class _Unhashable:
+  """A callable that defines __eq__ and so has no __hash__."""
+
+  def __init__(self, fn):
+    self.fn = fn
+
+  def __eq__(self, other):
+    return isinstance(other, _Unhashable) and other.fn is self.fn
+
+  def __call__(self, *args, **kwargs):
+    return self.fn(*args, **kwargs)
+
+
+class TestUnhashableCallables:
+  """jax.jit's static arguments must be hashable; these are not."""
+
+  def test_objects_are_unhashable(self):
+    with pytest.raises(TypeError, match='unhashable'):
+      hash(_Unhashable(least_squares))
+
+  @pytest.mark.parametrize('stacked', [True, False])
+  @pytest.mark.parametrize('which', ['loss_fn', 'optimizer', 'both'])
+  def test_same_result_as_hashable(self, targets, batched, which, stacked):
+    loss_fn, optimizer = least_squares, optax.sgd
+    if which in ('loss_fn', 'both'):
+      loss_fn = _Unhashable(least_squares)
+    if which in ('optimizer', 'both'):
+      optimizer = _Unhashable(optax.sgd)
+    batches = targets[0] if stacked else list(targets[0])
+    result = optax_clr.range_test(
+        loss_fn, jnp.zeros(D), optimizer, batches, start_lr=START_LR,
+        end_lr=END_LR, num_steps=NUM_STEPS)
+    assert int(result.diverged_step) == int(batched.diverged_step[0])
+    np.testing.assert_allclose(result.losses, batched.losses[0], rtol=1e-5,
+                               equal_nan=True)
+    np.testing.assert_allclose(result.smoothed_losses,
+                               batched.smoothed_losses[0], rtol=1e-5,
+                               equal_nan=True)
+
+  def test_two_unhashable_losses_are_not_confused(self, targets):
+    # Equal-looking but different callables: no stale compiled program.
+    doubled = _Unhashable(lambda w, y: 2.0 * least_squares(w, y))
+    plain = _Unhashable(least_squares)
+    run = lambda fn: optax_clr.range_test(
+        fn, jnp.zeros(D), optax.sgd, targets[0, :10], start_lr=1e-4,
+        end_lr=1e-3, num_steps=10)
+    first, second = run(plain), run(doubled)
+    np.testing.assert_allclose(second.losses[0], 2.0 * first.losses[0],
+                               rtol=1e-6)
 
 
 class TestNegativeLosses:
@@ -258,6 +330,32 @@ def heavy_ball_losses(lr, momenta, targets):
   return np.array(losses)
 
 
+def adam_losses(lr, b1, weight_decay, targets, init, b2=0.999, eps=1e-8):
+  """optax.adam(w) in float64 with per-step ``b1`` and ``weight_decay``.
+
+  As optax.inject_hyperparams feeds them: update ``t`` (0-based) uses
+  ``b1[t]`` for the moment and for the bias correction ``1 - b1[t]**(t+1)``,
+  and adds ``weight_decay[t] * w`` (decoupled, AdamW) before scaling by -lr.
+  """
+  num_steps = len(targets)
+  b1 = np.broadcast_to(np.asarray(b1, np.float64), (num_steps,))
+  weight_decay = np.broadcast_to(np.asarray(weight_decay, np.float64),
+                                 (num_steps,))
+  x = X.astype(np.float64)
+  w = np.asarray(init, np.float64).copy()
+  m, v, losses = np.zeros(D), np.zeros(D), []
+  for t, y in enumerate(targets):
+    residual = x @ w - y
+    losses.append(0.5 * np.mean(residual**2))
+    g = x.T @ residual / N
+    m = b1[t] * m + (1 - b1[t]) * g
+    v = b2 * v + (1 - b2) * g**2
+    m_hat = m / (1 - b1[t] ** (t + 1))
+    v_hat = v / (1 - b2 ** (t + 1))
+    w = w - lr * (m_hat / (np.sqrt(v_hat) + eps) + weight_decay[t] * w)
+  return np.array(losses)
+
+
 class TestHyperparamSweeps:
 
   def test_momentum_sweep_keeps_the_learning_rate(self):
@@ -279,15 +377,46 @@ class TestHyperparamSweeps:
         result.losses, heavy_ball_losses(2 * lr, momenta, targets), rtol=1e-2)
 
   def test_weight_decay_sweep(self):
-    num_steps = 20
+    num_steps, lr = 20, 0.05
+    targets = noisy_targets(3, num_steps)
+    init = np.ones(D, np.float32)
     result = optax_clr.range_test(
-        least_squares, jnp.ones(D), functools.partial(optax.adamw,
-                                                      learning_rate=1e-2),
-        noisy_targets(3, num_steps), start_lr=1e-5, end_lr=1.0,
-        num_steps=num_steps, hyperparam='weight_decay')
-    np.testing.assert_allclose(result.lrs, np.geomspace(1e-5, 1.0, num_steps),
-                               rtol=1e-5)
-    assert np.all(np.isfinite(result.losses))
+        least_squares, jnp.asarray(init),
+        functools.partial(optax.adamw, learning_rate=lr), targets,
+        start_lr=1e-3, end_lr=1.0, num_steps=num_steps,
+        hyperparam='weight_decay')
+    decays = np.geomspace(1e-3, 1.0, num_steps)
+    np.testing.assert_allclose(result.lrs, decays, rtol=1e-5)
+    assert result.hyperparam == 'weight_decay'
+    assert int(result.diverged_step) == num_steps
+    np.testing.assert_allclose(
+        result.losses, adam_losses(lr, 0.9, decays, targets, init),
+        rtol=1e-5)
+    # Had the sweep left optax.adamw's weight decay alone (fixed at its
+    # default, or at the ramp's start), the losses would differ.
+    for fixed in (1e-4, 1e-3):
+      assert not np.allclose(
+          result.losses, adam_losses(lr, 0.9, fixed, targets, init),
+          rtol=1e-3), fixed
+
+  def test_b1_sweep_of_adam(self):
+    num_steps, lr = 40, 0.05
+    targets = noisy_targets(4, num_steps)
+    result = optax_clr.range_test(
+        least_squares, jnp.zeros(D),
+        functools.partial(optax.adam, learning_rate=lr), targets,
+        start_lr=0.5, end_lr=0.99, num_steps=num_steps, mode='linear',
+        hyperparam='b1')
+    b1s = np.linspace(0.5, 0.99, num_steps)
+    np.testing.assert_allclose(result.lrs, b1s, rtol=1e-6)
+    assert result.hyperparam == 'b1'
+    assert int(result.diverged_step) == num_steps
+    expected = adam_losses(lr, b1s, 0.0, targets, np.zeros(D))
+    np.testing.assert_allclose(result.losses, expected, rtol=1e-5)
+    # Adam's default b1 = 0.9 throughout gives other losses.
+    assert not np.allclose(
+        result.losses, adam_losses(lr, 0.9, 0.0, targets, np.zeros(D)),
+        rtol=1e-3)
 
   def test_factory_without_the_hyperparam(self):
     with pytest.raises(ValueError, match="hyperparam='momentum'"):
