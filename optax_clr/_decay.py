@@ -12,6 +12,7 @@ from typing import Any
 
 import jax
 import jax.numpy as jnp
+import numpy as np
 import optax
 
 from optax_clr import _checks
@@ -96,7 +97,8 @@ def exponential_decay_schedule(
 
   Args:
     init_lr: the rate at step 0, ``>= 0``.
-    decay_rate: the factor per ``decay_steps``, ``> 0`` (``> 1`` grows).
+    decay_rate: the factor per ``decay_steps``, ``> 0`` (``> 1`` grows, and
+      saturates at the largest finite float instead of reaching inf).
     decay_steps: the steps over which the factor applies once, whole ``>=
       1``.
     staircase: decay in whole periods only.
@@ -118,11 +120,18 @@ def exponential_decay_schedule(
   dtype = _numerics.output_dtype(init_lr)
   log_rate = _checks.log_of(decay_rate)
 
+  largest = float(jnp.finfo(dtype).max)
+  # Just below log(largest): exp of it rounds to a finite number.
+  log_largest = float(np.log(largest)) - 1e-3
+
   def schedule(count: jax.typing.ArrayLike) -> jax.Array:
     periods = _periods(count, decay_steps, staircase, dtype)
-    return jnp.asarray(init_lr, dtype) * jnp.exp(periods * log_rate).astype(
-        dtype
-    )
+    # A growing rate (decay_rate > 1) saturates at the largest finite float
+    # instead of reaching inf (and 0 * inf = NaN for init_lr = 0); clipping
+    # the exponent, not the result, keeps gradients finite there too.
+    exponent = jnp.minimum(periods * log_rate, log_largest)
+    value = jnp.asarray(init_lr, dtype) * jnp.exp(exponent).astype(dtype)
+    return jnp.minimum(value, largest)
 
   return schedule
 

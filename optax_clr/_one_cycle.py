@@ -68,6 +68,25 @@ def _phase_ends(
   return ends
 
 
+def _check_corners(
+    max_lr: Any, div_factor: Any, final_div_factor: Any, dtype: Any
+) -> None:
+  """Checks, when concrete, that the initial and final rates fit ``dtype``."""
+  peak, div = _checks.concrete(max_lr), _checks.concrete(div_factor)
+  if peak is None or div is None:
+    return
+  initial = peak.astype(np.float64) / div.astype(np.float64)
+  _checks.check_fits(
+      'div_factor', initial, dtype, what='max_lr / div_factor'
+  )
+  final = _checks.concrete(final_div_factor)
+  if final is not None:
+    _checks.check_fits(
+        'final_div_factor', initial / final.astype(np.float64), dtype,
+        what='max_lr / div_factor / final_div_factor',
+    )
+
+
 def _anneal(strategy: str, start: Any, end: Any, pct: jax.Array) -> jax.Array:
   # PyTorch's ``end + (start - end) / 2 * (cos(pi p) + 1)`` and ``start + (end
   # - start) p`` cancel catastrophically in float32 near p = 1 (a 4e-6 final
@@ -140,7 +159,8 @@ def one_cycle_schedule(
   Equal to PyTorch step for step up to ``total_steps - 1``; after that the
   final value is held (PyTorch extrapolates, reaching a negative rate with
   linear annealing). A phase of zero length is refused with a ValueError
-  (PyTorch divides by zero). ``max_lr``, ``div_factor`` and
+  (PyTorch divides by zero), and so are factors that make the initial or
+  final rate overflow float32. ``max_lr``, ``div_factor`` and
   ``final_div_factor`` may be traced (a ``jax.vmap`` sweep); concrete
   arguments are checked, traced ones are not.
 
@@ -178,6 +198,7 @@ def one_cycle_schedule(
   three_phase = _checks.check_bool('three_phase', three_phase)
   ends = _phase_ends(total_steps, pct_start, three_phase)
   dtype = _numerics.output_dtype(max_lr, div_factor, final_div_factor)
+  _check_corners(max_lr, div_factor, final_div_factor, dtype)
   peak = jnp.asarray(max_lr, dtype)
   initial = peak / div_factor
   minimum = initial / final_div_factor

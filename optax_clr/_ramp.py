@@ -19,7 +19,7 @@ def range_test_schedule(
 ) -> optax.Schedule:
   r"""The range test's ramp from ``start_lr`` to ``end_lr`` in ``num_steps``.
 
-  With :math:`r = \min(t, n - 1) / (n - 1)`:
+  With :math:`r = \min(\max(t, 0), n - 1) / (n - 1)`:
 
   .. math::
 
@@ -31,7 +31,9 @@ def range_test_schedule(
 
   Step 0 is ``start_lr``; step ``num_steps - 1`` is ``end_lr`` exactly (as
   torch-lr-finder; fastai stops one step short) and the rate holds there
-  after. ``start_lr`` and ``end_lr`` may be traced; ``num_steps`` must be
+  after. The exponential ramp is computed in log space, so it stays finite
+  and right when ``end_lr / start_lr`` overflows float32 (``1e-30`` to
+  ``1e30`` is 1.0 half way). ``start_lr`` and ``end_lr`` may be traced; ``num_steps`` must be
   concrete. Concrete arguments are checked, traced ones are not.
 
   Args:
@@ -71,14 +73,22 @@ def range_test_schedule(
     )
   dtype = _numerics.output_dtype(start_lr, end_lr)
   last = int(num_steps) - 1
+  if mode == 'exponential':
+    # In log space: end / start overflows float32 for wide ranges (1e-30 to
+    # 1e30), and logs of concrete bounds are taken in float64.
+    log_start = _checks.log_of(start_lr)
+    log_span = _checks.log_of(end_lr) - log_start
 
   def schedule(count: jax.typing.ArrayLike) -> jax.Array:
-    count = jnp.clip(_numerics.as_count(count), 0, last)
+    count = jnp.minimum(_numerics.as_count(count), last)
     fraction = count.astype(dtype) / last
     start = jnp.asarray(start_lr, dtype)
     end = jnp.asarray(end_lr, dtype)
     if mode == 'exponential':
-      value = start * jnp.exp(fraction * jnp.log(end / start))
+      exponent = jnp.asarray(log_start, dtype) + fraction * jnp.asarray(
+          log_span, dtype
+      )
+      value = jnp.where(count == 0, start, jnp.exp(exponent))
     else:
       value = start + (end - start) * fraction
     return jnp.where(count == last, end, value)

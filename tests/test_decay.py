@@ -139,6 +139,53 @@ class TestInverseTimeDecay:
     )
 
 
+class TestNoInfOrNaN:
+
+  def test_growing_exponential_saturates_at_the_largest_float32(self):
+    largest = np.finfo(np.float32).max
+    schedule = optax_clr.exponential_decay_schedule(2.0, 10.0)
+    values = np.asarray(schedule(jnp.arange(60)))
+    expected = np.minimum(2.0 * 10.0 ** np.arange(60.0), largest)
+    np.testing.assert_allclose(values, expected, rtol=1e-5)
+    assert optax_clr.exponential_decay_schedule(0.0, 10.0)(100) == 0.0
+    grad = jax.grad(lambda r: optax_clr.exponential_decay_schedule(2.0, r)(100))(10.0)
+    assert np.isfinite(grad)
+
+  def test_huge_inverse_time_rate_is_finite(self):
+    schedule = optax_clr.inverse_time_decay_schedule(1.0, 3e38)
+    assert schedule(0) == 1.0
+    assert np.all(np.isfinite(schedule(jnp.arange(0, 10**9, 10**8))))
+
+
+@pytest.mark.parametrize('decay', ['exponential', 'inverse_time'])
+def test_grad_through_join_of_warmup_and_decay(decay):
+  # optax.join_schedules evaluates the decay at count - boundary, negative
+  # during warmup; clamped at 0, the unused branch stays finite and so does
+  # the gradient.
+  warmup_steps = 4
+
+  def lr(count, init_lr, rate):
+    if decay == 'exponential':
+      after = optax_clr.exponential_decay_schedule(init_lr, rate)
+    else:
+      after = optax_clr.inverse_time_decay_schedule(init_lr, rate)
+    warmup = optax.linear_schedule(0.0, init_lr, warmup_steps)
+    return optax.join_schedules([warmup, after], [warmup_steps])(count)
+
+  grad = jax.jit(jax.grad(lr, argnums=(1, 2)))
+  init_lr, rate = 0.1, 0.5
+  for count in range(12):
+    d_init, d_rate = (float(g) for g in grad(count, init_lr, rate))
+    t = count - warmup_steps
+    if t < 0:
+      expected = (count / warmup_steps, 0.0)
+    elif decay == 'exponential':
+      expected = (rate**t, init_lr * t * rate ** (t - 1))
+    else:
+      expected = (1 / (1 + rate * t), -init_lr * t / (1 + rate * t) ** 2)
+    np.testing.assert_allclose((d_init, d_rate), expected, rtol=1e-5, atol=1e-8)
+
+
 @pytest.mark.parametrize(
     'factory', [
         lambda: optax_clr.step_decay_schedule(0.1, 5),

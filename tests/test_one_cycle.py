@@ -186,6 +186,20 @@ class TestBetterThanPyTorch:
       )
 
 
+@pytest.mark.parametrize(
+    'overrides,what',
+    [(dict(div_factor=1e-39), 'max_lr / div_factor'),
+     (dict(max_lr=1e30, div_factor=1e-10), 'max_lr / div_factor'),
+     (dict(final_div_factor=1e-40), 'max_lr / div_factor / final_div_factor')],
+)
+def test_corners_that_overflow_float32_are_refused(overrides, what):
+  arguments = dict(max_lr=1.0, total_steps=100)
+  arguments.update(overrides)
+  name = 'final_div_factor' if 'final_div_factor' in overrides else 'div_factor'
+  with pytest.raises(ValueError, match=f'{name} gives {what}.*float32'):
+    optax_clr.one_cycle_schedule(**arguments)
+
+
 class TestTransformations:
 
   def test_vmap_over_max_lr_and_div_factor(self):

@@ -36,6 +36,24 @@ class TestRangeTestSchedule:
     for row, (s, e) in enumerate([(1e-5, 1.0), (1e-3, 10.0)]):
       np.testing.assert_allclose(lrs[row], s * (e / s) ** (np.arange(11) / 10), rtol=1e-5)
 
+  @pytest.mark.parametrize('start,end', [(1e-30, 1e30), (1e-45, 1.0), (1e-3, 3e38)])
+  def test_extreme_ranges_are_finite_and_right(self, start, end):
+    # The ratio end / start overflows float32 here; the ramp is computed in
+    # log space instead.
+    schedule = optax_clr.range_test_schedule(start, end, 11)
+    steps = np.arange(11)
+    expected = np.exp(np.log(start) + steps / 10 * (np.log(end) - np.log(start)))
+    lrs = np.asarray(schedule(jnp.asarray(steps)))
+    assert np.all(np.isfinite(lrs))
+    # XLA flushes results below float32's smallest normal number to 0.
+    tiny = np.finfo(np.float32).tiny
+    np.testing.assert_allclose(lrs, expected.astype(np.float32), rtol=2e-5, atol=tiny)
+    assert lrs[0] == np.float32(start) and lrs[-1] == np.float32(end)
+
+  def test_symmetric_range_is_one_in_the_middle(self):
+    np.testing.assert_allclose(
+        optax_clr.range_test_schedule(1e-30, 1e30, 11)(5), 1.0, rtol=1e-6)
+
   @pytest.mark.parametrize(
       'arguments,message',
       [
