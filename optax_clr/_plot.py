@@ -10,15 +10,16 @@ from optax_clr import _suggest
 _MARKERS = {'steepest': 'o', 'valley': 's', 'minimum': 'v'}
 
 
-def _pyplot():
+def _figure():
+  """A new figure that pyplot does not keep: nothing is left open after it."""
   try:
-    import matplotlib.pyplot as plt  # pylint: disable=g-import-not-at-top
+    from matplotlib import figure  # pylint: disable=g-import-not-at-top
   except ImportError as error:
     raise ImportError(
         'plot_range_test needs matplotlib; install the extra with'
         ' `pip install "optax_clr[plot]"`.'
     ) from error
-  return plt
+  return figure.Figure(figsize=(7.0, 4.2))
 
 
 def plot_range_test(
@@ -39,7 +40,10 @@ def plot_range_test(
 
   Args:
     result: a :class:`RangeTestResult`, one sweep or a batch of sweeps.
-    ax: the matplotlib axes to draw on; a new figure when None.
+    ax: the matplotlib axes to draw on. When None, a new figure that
+      pyplot does not track (so none is left open, however many are drawn):
+      save it with ``path`` or ``ax.figure.savefig``, show it in a notebook
+      with ``display(ax.figure)``.
     path: when given, the figure is saved there (format from the suffix).
 
   Returns:
@@ -58,12 +62,10 @@ def plot_range_test(
     >>> ax = optax_clr.plot_range_test(result)
     >>> ax.get_xscale()
     'log'
-    >>> import matplotlib.pyplot as plt; plt.close(ax.figure)
   """
-  plt = _pyplot()
-  data = _suggest.curves(result)
   if ax is None:
-    _, ax = plt.subplots(figsize=(7.0, 4.2))
+    ax = _figure().subplots()
+  data = _suggest.curves(result)
   n = max(data.valid, 1)
   x = data.lrs[:n]
   if data.smoothed.shape[0] == 1:
