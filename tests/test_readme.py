@@ -1,7 +1,10 @@
 """The README's commands and code are what CI and users run."""
 
+import ast
+import collections
 import pathlib
 import re
+import sys
 
 import pytest
 
@@ -22,14 +25,66 @@ def test_ci_runs_the_readme_install_and_test_commands():
     assert command.strip() in ci_lines, command
 
 
+PYTHON_BLOCKS = [block for block in _blocks('python') if 'optax_clr' in block]
+# ``print(...)  # (3, 8000)``: a trailing comment that is a Python literal is
+# the output the README shows for that line; prose comments are not literals.
+SHOWN = re.compile(r'^\s*print\(.*\)\s*#\s*(?P<shown>.+?)\s*$')
+
+
+def shown_outputs(source):
+  """``{line number: shown value}`` for every print line that shows one."""
+  shown = {}
+  for number, line in enumerate(source.splitlines(), start=1):
+    match = SHOWN.match(line)
+    if not match:
+      continue
+    try:
+      shown[number] = ast.literal_eval(match.group('shown'))
+    except (ValueError, SyntaxError):
+      continue  # prose, not an output
+  return shown
+
+
+def run_capturing_prints(source):
+  """Runs a README block; returns ``{line number: [printed text, ...]}``."""
+  printed = collections.defaultdict(list)
+
+  def capture(*args, sep=' ', end='\n', **kwargs):
+    del end, kwargs
+    line = sys._getframe(1).f_lineno  # pylint: disable=protected-access
+    printed[line].append(sep.join(str(arg) for arg in args))
+
+  namespace = {'__name__': '__readme__', 'print': capture}
+  exec(compile(source, 'README.md', 'exec'), namespace)
+  return printed
+
+
+def test_shown_outputs_are_found():
+  # Guards the parser: the quickstart shows the sweep's shape.
+  assert {(3, 8000)} <= {
+      value for block in PYTHON_BLOCKS for value in shown_outputs(block)
+      .values()}
+  assert shown_outputs('print(x)  # the rate used\nprint(y)  # 0.5\n') == {
+      2: 0.5}
+
+
 @pytest.mark.parametrize(
-    'source',
-    [block for block in _blocks('python') if 'optax_clr' in block],
+    'source', PYTHON_BLOCKS,
     ids=lambda block: block.strip().splitlines()[0][:40],
 )
-def test_python_blocks_run(source, tmp_path, monkeypatch):
+def test_python_blocks_run_and_print_what_they_show(source, tmp_path,
+                                                     monkeypatch):
   monkeypatch.chdir(tmp_path)
-  exec(compile(source, 'README.md', 'exec'), {'__name__': '__readme__'})
+  printed = run_capturing_prints(source)
+  for line, shown in shown_outputs(source).items():
+    assert len(printed[line]) == 1, (line, printed[line])
+    text = printed[line][0]
+    try:
+      value = ast.literal_eval(text)
+    except (ValueError, SyntaxError):
+      assert text == str(shown), (line, text, shown)
+    else:
+      assert value == pytest.approx(shown, rel=1e-6), (line, text, shown)
 
 
 def test_every_public_name_has_a_readme_row_and_a_doctest():
