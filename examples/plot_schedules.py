@@ -3,7 +3,8 @@ r"""Draws every learning-rate policy of optax_clr, and cyclical momentum.
 Two PNGs, like the figures of the seed article and of Smith's papers:
 
 * ``gallery.png``: triangular, triangular2, exp_range, one-cycle, the three
-  decays (step, exponential, inverse time) and the range test's ramp;
+  decays (step, exponential, inverse time), the range test's ramp, cosine
+  with warm restarts, warmup-stable-decay and inverse square root;
 * ``gallery_momentum.png``: each cyclical momentum next to its learning rate
   (CLR with ``cyclic_momentum_schedule``, one-cycle with
   ``one_cycle_momentum_schedule``).
@@ -44,6 +45,12 @@ MAX_MOMENTUM = 0.95
 RAMP_START_LR = 1e-7  # fastai's defaults for the range test.
 RAMP_END_LR = 10.0
 RAMP_NUM_STEPS = 100
+RESTART_FIRST_PERIOD = 3 * STEPS_PER_EPOCH  # SGDR: 1500, 3000, 6000 steps...
+RESTART_PERIOD_MULT = 2
+RESTART_PEAK_MULT = 0.7  # Keras m_mul: each restart peaks lower.
+RESTART_MIN_LR = BASE_LR
+WARMUP_STEPS = STEPS_PER_EPOCH
+WSD_DECAY_STEPS = NUM_STEPS // 5  # Hägele et al.: a cooldown of ~20%.
 
 
 class Line(NamedTuple):
@@ -111,6 +118,38 @@ def lr_panels() -> tuple[Panel, ...]:
               RAMP_START_LR, RAMP_END_LR, RAMP_NUM_STEPS)),),
           RAMP_NUM_STEPS,
           log_y=True,
+      ),
+      Panel(
+          'cosine with warm restarts',
+          (
+              Line('cosine_restarts', optax_clr.cosine_restarts_schedule(
+                  MAX_LR, RESTART_FIRST_PERIOD,
+                  period_mult=RESTART_PERIOD_MULT, min_lr=RESTART_MIN_LR)),
+              Line('cosine_restarts_peak_mult',
+                   optax_clr.cosine_restarts_schedule(
+                       MAX_LR, STEP_SIZE, peak_mult=RESTART_PEAK_MULT,
+                       min_lr=RESTART_MIN_LR)),
+          ),
+          NUM_STEPS,
+      ),
+      Panel(
+          'warmup-stable-decay',
+          (
+              Line('wsd_1_sqrt', optax_clr.wsd_schedule(
+                  MAX_LR, NUM_STEPS, WSD_DECAY_STEPS,
+                  warmup_steps=WARMUP_STEPS, final_lr=BASE_LR)),
+              Line('wsd_cosine', optax_clr.wsd_schedule(
+                  MAX_LR, NUM_STEPS, WSD_DECAY_STEPS,
+                  warmup_steps=WARMUP_STEPS, final_lr=BASE_LR,
+                  decay_shape='cosine')),
+          ),
+          NUM_STEPS,
+      ),
+      Panel(
+          'inverse square root',
+          (Line('inverse_sqrt', optax_clr.inverse_sqrt_schedule(
+              MAX_LR, WARMUP_STEPS)),),
+          NUM_STEPS,
       ),
   )
 

@@ -7,6 +7,7 @@ import pytest
 
 from examples import plot_schedules as ps
 from tests import reference
+from tests import reference_peers as peers
 
 PNG_SIGNATURE = b'\x89PNG\r\n\x1a\n'
 
@@ -60,6 +61,34 @@ def _ramp(t):
   return ps.RAMP_START_LR * ratio ** (t / (ps.RAMP_NUM_STEPS - 1))
 
 
+def _restarts(first_period, period_mult, peak_mult):
+  def curve(t):
+    return np.array([
+        peers.exact_restarts_lr(int(k), ps.MAX_LR, first_period, period_mult,
+                                peak_mult, ps.RESTART_MIN_LR)
+        for k in t
+    ])
+
+  return curve
+
+
+def _wsd(decay_shape):
+  def curve(t):
+    return np.array([
+        peers.wsd_lr(int(k), ps.MAX_LR, ps.NUM_STEPS, ps.WSD_DECAY_STEPS,
+                     ps.WARMUP_STEPS, 0.0, ps.BASE_LR,
+                     decay_shape=decay_shape)
+        for k in t
+    ])
+
+  return curve
+
+
+def _inverse_sqrt(t):
+  return ps.MAX_LR * np.array(
+      [peers.hf_inverse_sqrt_factor(int(k), ps.WARMUP_STEPS) for k in t])
+
+
 _INITIAL = ps.MAX_LR / 25.0  # one_cycle_schedule's default div_factor...
 FORMULAS = {
     'triangular': _seed('triangular'),
@@ -75,6 +104,13 @@ FORMULAS = {
     'exponential_decay': _exponential_decay,
     'inverse_time_decay': _inverse_time_decay,
     'range_test': _ramp,
+    'cosine_restarts': _restarts(ps.RESTART_FIRST_PERIOD,
+                                 ps.RESTART_PERIOD_MULT, 1.0),
+    'cosine_restarts_peak_mult': _restarts(ps.STEP_SIZE, 1,
+                                           ps.RESTART_PEAK_MULT),
+    'wsd_1_sqrt': _wsd('1-sqrt'),
+    'wsd_cosine': _wsd('cosine'),
+    'inverse_sqrt': _inverse_sqrt,
 }
 
 
@@ -111,6 +147,8 @@ def test_gallery_shows_every_policy():
   assert labels == {
       'triangular', 'triangular2', 'exp_range', 'one_cycle', 'step_decay',
       'exponential_decay', 'inverse_time_decay', 'range_test',
+      'cosine_restarts', 'cosine_restarts_peak_mult', 'wsd_1_sqrt',
+      'wsd_cosine', 'inverse_sqrt',
   }
 
 
