@@ -3,7 +3,8 @@ sweeps.
 
 ``loss_fn`` takes ``(params, batch)``, or ``(params, model_state, batch)``
 when a model state (batch statistics, say) is threaded through training, plus
-the keyword ``key=`` when a random key is given. It returns the loss, or
+the keyword ``key=`` when a random key is given (and ``data=`` when a sweep
+shares arrays such as a whole dataset). It returns the loss, or
 ``(loss, aux)`` with ``has_aux``; with a model state, that together with the
 new state: ``(loss, new_model_state)`` or ``((loss, aux), new_model_state)``.
 """
@@ -49,6 +50,7 @@ def value_and_grad(
     *,
     has_aux: bool,
     stateful: bool,
+    data: Any = None,
 ) -> LossStep:
   """Calls ``loss_fn`` by the convention above, with its gradient.
 
@@ -60,11 +62,14 @@ def value_and_grad(
     key: passed as ``key=`` unless None.
     has_aux: whether ``loss_fn`` returns ``(loss, aux)``.
     stateful: whether ``loss_fn`` takes and returns a model state.
+    data: passed as ``data=`` unless None.
 
   Returns:
     A :class:`LossStep`; aux leaves are arrays (Python numbers converted).
   """
   kwargs = {} if key is None else {'key': key}
+  if data is not None:
+    kwargs['data'] = data
 
   def objective(params, model_state, batch):
     if stateful:

@@ -37,6 +37,9 @@ class SweepResult(NamedTuple):
       ``eval_fn``).
     eval_steps: ``[num_evals]``, the updates done before each evaluation.
     hyperparams: the hyperparameters of every model, ``{name: [K]}``.
+    learning_rates: ``[K, num_steps]``, the learning rate each update used,
+      read from an ``optax.inject_hyperparams`` optimizer's state; None when
+      the optimizer's state holds no ``learning_rate``.
   """
 
   losses: Any
@@ -46,6 +49,7 @@ class SweepResult(NamedTuple):
   evals: Any
   eval_steps: Any
   hyperparams: Any
+  learning_rates: Any = None
 
 
 def grid(**axes: Any) -> dict[str, np.ndarray]:
@@ -102,8 +106,19 @@ class _Static(NamedTuple):
   in_axes: tuple[Any, ...]
 
 
-def _train_one(params, model_state, key, hyperparams, batches, *, refs,
-               static):
+def _learning_rate(opt_state: Any) -> jax.Array | None:
+  """The ``learning_rate`` an ``inject_hyperparams`` state holds, if one."""
+  try:
+    return optax.tree_utils.tree_get(
+        opt_state, 'learning_rate',
+        filtering=lambda _, value: hasattr(value, 'dtype'),  # Not a state.
+    )
+  except (KeyError, ValueError):  # Several: ambiguous, leave it out.
+    return None
+
+
+def _train_one(params, model_state, key, hyperparams, batches, data, *,
+               refs, static):
   """The training run of ONE model: a scan of steps, evaluations between."""
   loss_fn, optimizer = refs[0](), refs[1]()
   eval_fn = refs[2]() if len(refs) > 2 else None
@@ -115,11 +130,12 @@ def _train_one(params, model_state, key, hyperparams, batches, *, refs,
     t, batch = inputs
     out = _loss.value_and_grad(
         loss_fn, params, model_state, batch, _loss.step_key(key, t),
-        has_aux=static.has_aux, stateful=static.stateful,
+        has_aux=static.has_aux, stateful=static.stateful, data=data,
     )
     updates, opt_state = tx.update(out.grads, opt_state, params)
     params = optax.apply_updates(params, updates)
-    return (params, out.model_state, opt_state), (out.loss, out.aux)
+    records = (out.loss, out.aux, _learning_rate(opt_state))
+    return (params, out.model_state, opt_state), records
 
   carry = (params, model_state, opt_state)
   steps = jnp.arange(static.num_steps, dtype=jnp.int32)
@@ -130,7 +146,10 @@ def _train_one(params, model_state, key, hyperparams, batches, *, refs,
 
   def chunk(carry, inputs):
     carry, records = jax.lax.scan(step, carry, inputs)
-    metrics = None if eval_fn is None else eval_fn(carry[0], carry[1])
+    metrics = None
+    if eval_fn is not None:
+      kwargs = {} if data is None else {'data': data}
+      metrics = eval_fn(carry[0], carry[1], **kwargs)
     return carry, (records, metrics)
 
   inputs = jax.tree.map(
@@ -148,8 +167,8 @@ def _train_one(params, model_state, key, hyperparams, batches, *, refs,
         lambda a, b: jnp.concatenate([a, b]), records, tail
     )
   params, model_state, _ = carry
-  losses, aux = records
-  return losses, params, model_state, aux, evals
+  losses, aux, learning_rates = records
+  return losses, params, model_state, aux, evals, learning_rates
 
 
 def _build(refs, static):
@@ -312,6 +331,7 @@ def sweep(
     has_aux: bool = False,
     eval_fn: Callable[..., Any] | None = None,
     eval_every: int | None = None,
+    data: Any = None,
 ) -> SweepResult:
   r"""Trains K models, one per hyperparameter row, as ONE compiled program.
 
@@ -368,6 +388,11 @@ def sweep(
       one), or None.
     eval_every: updates between evaluations; None evaluates once, after the
       last update. Needs ``eval_fn``.
+    data: a pytree of arrays shared by every model and step (a whole dataset
+      kept on device, say), passed to ``loss_fn`` and ``eval_fn`` as the
+      keyword ``data=``; then ``batches`` can hold indices into it. Arrays
+      that a ``loss_fn`` closure captures are embedded in the compiled
+      program as constants; large ones belong here.
 
   Returns:
     result
@@ -424,7 +449,7 @@ def sweep(
   key_axis = _key_axis(key, num_models)
   _check_optimizer(optimizer, hyperparams)
 
-  in_axes = (params_axis, params_axis, key_axis, 0, batches_axis)
+  in_axes = (params_axis, params_axis, key_axis, 0, batches_axis, None)
   static = _Static(has_aux, model_state is not None, num_steps, eval_every,
                    in_axes)
   callables = (loss_fn, optimizer) + (() if eval_fn is None else (eval_fn,))
@@ -432,9 +457,10 @@ def sweep(
       callables, static, lambda refs: _build(refs, static)
   )
   args = _place(
-      (params, model_state, key, hyperparams, batches), in_axes, num_models
+      (params, model_state, key, hyperparams, batches, data), in_axes,
+      num_models,
   )
-  losses, params, model_state, aux, evals = program(*args)
+  losses, params, model_state, aux, evals, learning_rates = program(*args)
   trim = lambda tree: jax.tree.map(lambda x: x[:num_models], tree)
   every = eval_every or num_steps
   eval_steps = every * np.arange(1, num_steps // every + 1)
@@ -446,4 +472,5 @@ def sweep(
       evals=None if eval_fn is None else trim(evals),
       eval_steps=eval_steps,
       hyperparams=hyperparams,
+      learning_rates=trim(learning_rates),
   )

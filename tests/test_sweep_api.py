@@ -254,3 +254,43 @@ def test_four_devices_with_padding_equal_one_device():
                         params_axis=0)
   np.testing.assert_allclose(four['losses'], one.losses, rtol=1e-6, atol=1e-7)
   np.testing.assert_allclose(four['w'], one.params['w'], rtol=1e-6, atol=1e-7)
+
+
+def test_learning_rates_recorded_from_inject_hyperparams():
+  hp = {name: values[:2] for name, values in HP.items()}
+
+  def injected(hp):
+    return optax.inject_hyperparams(optax.sgd)(
+        learning_rate=optax_clr.triangular_schedule(
+            hp['base_lr'], hp['max_lr'], hp['step_size']), momentum=0.5)
+
+  params, batches = {'w': jnp.zeros(DIM)}, data(0)
+  result = optax_clr.sweep(loss_fn, params, injected, hp, batches)
+  for k in range(2):
+    expected = [np_triangular(float(hp['base_lr'][k]), float(hp['max_lr'][k]),
+                              int(hp['step_size'][k]), t)
+                for t in range(NUM_STEPS)]
+    np.testing.assert_allclose(result.learning_rates[k], expected, rtol=1e-6)
+    losses, _, _ = reference(params, {n: v[k] for n, v in hp.items()},
+                             batches)
+    np.testing.assert_allclose(result.losses[k], losses, rtol=1e-4, atol=1e-5)
+  plain = optax_clr.sweep(loss_fn, params, triangular_sgd, hp, batches)
+  assert plain.learning_rates is None
+
+
+def test_shared_data_equals_materialized_batches():
+  pool = data(4)  # [NUM_STEPS, DIM], indexed by the batches below.
+  order = jnp.asarray(np.random.default_rng(0).permutation(NUM_STEPS),
+                      jnp.int32)
+
+  def indexed_loss(params, index, data):
+    return loss_fn(params, data['pool'][index])
+
+  params = {'w': jnp.zeros(DIM)}
+  by_index = optax_clr.sweep(
+      indexed_loss, params, triangular_sgd, HP, order, data={'pool': pool},
+      eval_fn=lambda p, s, data: jnp.sum(data['pool']) + 0 * jnp.sum(p['w']))
+  direct = optax_clr.sweep(loss_fn, params, triangular_sgd, HP, pool[order])
+  np.testing.assert_allclose(by_index.losses, direct.losses, rtol=1e-6)
+  np.testing.assert_allclose(by_index.evals[:, 0], float(jnp.sum(pool)),
+                             rtol=1e-6)
