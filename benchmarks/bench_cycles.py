@@ -7,6 +7,11 @@ on the same counts, spread evenly over ``cycles`` periods of ``2 * step_size``
 steps. Ours must stay flat (<= 1.1x from 1 to 10^5 cycles); the join grows
 with the number of pieces, in run time and in compile time. Writes
 ``<device>_cycles.png``.
+
+The same for cosine annealing with warm restarts: ours
+(``cosine_restarts_schedule``, integer restart arithmetic) at 1 and 10^5
+restarts against ``optax.sgdr_schedule``, which joins one cosine schedule per
+period.
 """
 
 import os
@@ -19,7 +24,8 @@ import optax
 import optax_clr
 from benchmarks import _harness
 
-TITLE = 'ours flat vs the same CLR built with optax.join_schedules'
+TITLE = ('ours flat vs the same CLR built with optax.join_schedules, and'
+         ' cosine restarts vs optax.sgdr_schedule')
 BASE_LR, MAX_LR, STEP_SIZE = 1e-3, 1e-1, 10
 
 
@@ -35,6 +41,15 @@ def join_clr(base_lr, max_lr, step_size: int, cycles: int) -> optax.Schedule:
   return optax.join_schedules(pieces, boundaries[:-1])
 
 
+def sgdr(lr, period: int, restarts: int) -> optax.Schedule:
+  """Cosine restarts as ``optax.sgdr_schedule``: one schedule per period."""
+  return optax.sgdr_schedule([
+      dict(init_value=lr, peak_value=lr, warmup_steps=0, decay_steps=period,
+           end_value=0.0)
+      for _ in range(restarts)
+  ])
+
+
 def spread_counts(num_counts: int, cycles: int, step_size: int) -> jax.Array:
   """``num_counts`` int32 counts spread evenly over ``cycles`` periods."""
   span = 2 * step_size * cycles
@@ -43,7 +58,8 @@ def spread_counts(num_counts: int, cycles: int, step_size: int) -> jax.Array:
 
 
 def _label(impl: str, cycles: int) -> str:
-  return f'{impl} {cycles:g} cycles'
+  unit = 'restarts' if impl in ('restarts', 'sgdr') else 'cycles'
+  return f'{impl} {cycles:g} {unit}'
 
 
 def _plot(path: str, ours: dict, join: dict, device: str) -> None:
@@ -77,12 +93,18 @@ def run(settings: _harness.Settings, out_dir: str | None = None) -> dict:
   if settings.quick:
     num_counts, number = 2**10, 3
     ours_cycles, join_cycles = (1, 10, 10**5), (1, 10)
+    sgdr_counts = (1, 10)
   else:
     num_counts, number = 2**16, 10
     ours_cycles = (1, 10, 100, 1000, 10**4, 10**5)
     join_cycles = (1, 10, 100, 1000)
+    sgdr_counts = (1, 10, 100)
+  restart_counts = tuple(sorted(set(sgdr_counts) | {1, 10**5}))
   ours = optax_clr.triangular_schedule(BASE_LR, MAX_LR, STEP_SIZE)
-  counts = {c: spread_counts(num_counts, c, STEP_SIZE) for c in ours_cycles}
+  # One restart period spans one CLR cycle, so the counts are shared.
+  restarts = optax_clr.cosine_restarts_schedule(MAX_LR, 2 * STEP_SIZE)
+  counts = {c: spread_counts(num_counts, c, STEP_SIZE)
+            for c in set(ours_cycles) | set(restart_counts)}
   run_times, compile_times, checks, points = {}, {}, {}, {}
   # Ours at every number of cycles in one interleaved group (flatness is a
   # comparison among them); the join, whose calls are up to 10^4 times
@@ -91,10 +113,13 @@ def run(settings: _harness.Settings, out_dir: str | None = None) -> dict:
       ('ours', {c: ours for c in ours_cycles}),
       ('join', {c: join_clr(BASE_LR, MAX_LR, STEP_SIZE, c)
                 for c in join_cycles}),
+      ('restarts', {c: restarts for c in restart_counts}),
+      ('sgdr', {c: sgdr(MAX_LR, 2 * STEP_SIZE, c) for c in sgdr_counts}),
   )
   # Ours is cheap to call and to compile: more calls per sample and three
   # times the repeats average out the machine's noise.
-  effort = {'ours': (3, 10), 'join': (1, 1)}
+  effort = {'ours': (3, 10), 'join': (1, 1), 'restarts': (3, 10),
+            'sgdr': (1, 1)}
   executables = {}
   for impl, fns in groups:
     repeat_factor, number_factor = (1, 1) if settings.quick else effort[impl]
@@ -121,6 +146,10 @@ def run(settings: _harness.Settings, out_dir: str | None = None) -> dict:
     a = np.asarray(executables[_label('ours', c)](counts[c]))
     b = np.asarray(executables[_label('join', c)](counts[c]))
     checks[f'max_abs_diff_{c}_cycles'] = float(np.max(np.abs(a - b)))
+  for c in sgdr_counts:
+    a = np.asarray(jax.jit(restarts)(counts[c]))
+    b = np.asarray(executables[_label('sgdr', c)](counts[c]))
+    checks[f'max_abs_diff_restarts_vs_sgdr_{c}'] = float(np.max(np.abs(a - b)))
 
   timings = {'run': run_times, 'compile': compile_times}
   ratios = []
@@ -137,6 +166,18 @@ def run(settings: _harness.Settings, out_dir: str | None = None) -> dict:
     last = join_cycles[-1]
     ratios.append(_harness.ratio(table, _label('join', last),
                                  _label('ours', last), metric=metric))
+  for metric, table in timings.items():
+    ratios.append(_harness.ratio(
+        table, _label('restarts', restart_counts[-1]),
+        _label('restarts', restart_counts[0]), metric=metric,
+        target=('<=', 1.1)))
+    for c in sgdr_counts[1:]:
+      ratios.append(_harness.ratio(table, _label('sgdr', c),
+                                   _label('sgdr', sgdr_counts[0]),
+                                   metric=metric))
+    last = sgdr_counts[-1]
+    ratios.append(_harness.ratio(table, _label('sgdr', last),
+                                 _label('restarts', last), metric=metric))
   figures = []
   device = _harness.environment()['device_kind']
   if out_dir is not None:
@@ -153,8 +194,10 @@ def run(settings: _harness.Settings, out_dir: str | None = None) -> dict:
       'timings': timings,
       'ratios': ratios,
       'checks': checks,
-      'points': {impl: {str(c): v for c, v in p.items()}
-                 for impl, p in points.items()},
+      'points': {impl: {str(c): v for c, v in points[impl].items()}
+                 for impl in ('ours', 'join')},
+      'restarts_points': {impl: {str(c): v for c, v in points[impl].items()}
+                          for impl in ('restarts', 'sgdr')},
       'figures': figures,
       'notes': [
           f'{num_counts} counts spread evenly over the cycles, step_size'
@@ -167,5 +210,11 @@ def run(settings: _harness.Settings, out_dir: str | None = None) -> dict:
           ' compile time grows faster than linearly with the number of'
           ' pieces (tens of seconds at 1000 cycles), so 10^4 and 10^5 cycles'
           ' would take many minutes to compile.',
+          f'Cosine restarts: cosine_restarts_schedule with a period of'
+          f' {2 * STEP_SIZE} steps on the same counts, at'
+          f' {" and ".join(f"{c:g}" for c in restart_counts)} restarts (one'
+          ' program: hlo_lines_restarts_*), against optax.sgdr_schedule with'
+          f' one cosine schedule per period, up to {sgdr_counts[-1]:g}'
+          ' periods (hlo_lines_sgdr_* grows with them).',
       ],
   }
