@@ -252,17 +252,3 @@ def test_cycles_restarts_flat_and_equal_to_sgdr(quick):
   sgdr = [checks[f'hlo_lines_sgdr_{c}'] for c in points['sgdr']]
   assert sgdr == sorted(sgdr) and sgdr[0] < sgdr[-1]
   assert '100000' in points['restarts']
-
-
-def test_cycles_restarts_flat_and_equal_to_sgdr(quick):
-  record = _ran(quick[1], 'cycles')
-  checks, points = record['checks'], record['restarts_points']
-  assert set(points) == {'restarts', 'sgdr'}
-  diffs = [v for k, v in checks.items() if k.startswith(
-      'max_abs_diff_restarts_vs_sgdr_')]
-  assert len(diffs) == len(points['sgdr']) and max(diffs) < 1e-6
-  ours = {checks[f'hlo_lines_restarts_{c}'] for c in points['restarts']}
-  assert len(ours) == 1  # One program at 1 and at 10^5 restarts.
-  sgdr = [checks[f'hlo_lines_sgdr_{c}'] for c in points['sgdr']]
-  assert sgdr == sorted(sgdr) and sgdr[0] < sgdr[-1]
-  assert '100000' in points['restarts']
