@@ -10,7 +10,9 @@ Benchmarks (one module each, ``benchmarks/bench_<name>.py``): ``step`` (1,
 in-step overhead), ``eval`` (2, evaluation cost), ``cycles`` (3, cost vs
 number of cycles), ``sweep`` (4, vmapped sweep vs sequential runs),
 ``range`` (5, compiled range test vs a Python loop) and ``torch`` (6,
-against PyTorch; skipped when torch is not installed).
+against PyTorch; skipped when torch is not installed). Studies run only when
+named: ``suggest`` (``benchmarks/suggest.py``, suggested learning rates
+against grid search, minutes long).
 
 A full run merges its benchmarks into ``<device>.json`` (earlier results of
 the others are kept) and rewrites ``<device>.md``. A ``--quick`` run writes
@@ -34,6 +36,8 @@ from benchmarks import _report
 # pylint: enable=g-import-not-at-top,wrong-import-position
 
 BENCHMARKS = ('step', 'eval', 'cycles', 'sweep', 'range', 'torch')
+# Run only when named (``benchmarks/<name>.py``): quality studies, not timings.
+STUDIES = ('suggest',)
 RESULTS_DIR = os.path.join(os.path.dirname(os.path.abspath(__file__)), 'results')
 
 
@@ -50,15 +54,17 @@ def _parse(argv):
                       help='results folder (default: benchmarks/results;'
                       ' none for --quick)')
   args = parser.parse_args(argv)
-  unknown = [n for n in args.names if n not in BENCHMARKS]
+  unknown = [n for n in args.names if n not in BENCHMARKS + STUDIES]
   if unknown:
-    parser.error(f'unknown benchmark(s) {unknown}; choose from {BENCHMARKS}')
+    parser.error(f'unknown benchmark(s) {unknown}; choose from'
+                 f' {BENCHMARKS + STUDIES}')
   return args
 
 
 def run_one(name: str, settings: _harness.Settings, out_dir: str | None):
   """Runs ``benchmarks/bench_<name>.py``; returns its record."""
-  module = importlib.import_module(f'benchmarks.bench_{name}')
+  prefix = '' if name in STUDIES else 'bench_'
+  module = importlib.import_module(f'benchmarks.{prefix}{name}')
   start = time.perf_counter()
   if 'out_dir' in inspect.signature(module.run).parameters:
     record = module.run(settings, out_dir=out_dir)

@@ -1,0 +1,321 @@
+"""The task suite of the suggestion benchmark: data, models, optimizers.
+
+Every task is scikit-learn bundled data (no download) or a synthetic least
+squares problem, features standardized with the training split's statistics,
+scored on a held-out split: accuracy (classification) or mean squared error
+(regression). Models are Flax NNX modules, so the CNN's BatchNorm statistics
+and dropout go through :mod:`optax_clr.nnx`. A batch is a vector of row
+indices into the training split, so K models with K data orders cost K index
+arrays, not K copies of the data.
+"""
+
+from collections.abc import Callable
+import dataclasses
+import functools
+from typing import Any
+
+from flax import nnx
+import jax
+import jax.numpy as jnp
+import numpy as np
+import optax
+from sklearn import datasets as sk_datasets
+from sklearn import model_selection
+
+DEV, HELD_OUT = 'dev', 'held-out'
+TEST_FRACTION = 0.3
+
+
+@dataclasses.dataclass(frozen=True)
+class Data:
+  """A standardized train/test split; ``classes`` is 0 for regression."""
+
+  x_train: np.ndarray
+  y_train: np.ndarray
+  x_test: np.ndarray
+  y_test: np.ndarray
+  classes: int
+  optimal_lr: float | None = None  # known in closed form (least squares)
+
+
+@dataclasses.dataclass(frozen=True)
+class Task:
+  """One row of the suite.
+
+  Attributes:
+    name: a short unique name.
+    half: ``"dev"`` (used to choose the rules) or ``"held-out"`` (reported,
+      never used to choose).
+    data: ``digits``, ``wine``, ``breast_cancer``, ``iris``, ``diabetes``,
+      ``lsq`` (synthetic least squares).
+    model: ``mlp``, ``cnn`` (BatchNorm + dropout) or ``linear``.
+    optimizer: ``sgd``, ``momentum`` (SGD, 0.9), ``adam`` or ``adamw``.
+    batch_size: rows per step, or None for the whole training split.
+    num_steps: the training budget (updates).
+    grid: ``(low, high)``: the log10 range of the fixed-rate grid.
+    hidden: hidden widths of the MLP.
+  """
+
+  name: str
+  half: str
+  data: str
+  model: str
+  optimizer: str
+  batch_size: int | None
+  num_steps: int
+  grid: tuple[float, float]
+  hidden: tuple[int, ...] = (64,)
+
+
+TASKS = (
+    Task('digits-mlp-adam-b32', DEV, 'digits', 'mlp', 'adam', 32, 300,
+         (-5.0, 0.0)),
+    Task('digits-cnn-momentum-b32', DEV, 'digits', 'cnn', 'momentum', 32, 300,
+         (-4.0, 1.0)),
+    Task('breast_cancer-mlp-sgd-b32', DEV, 'breast_cancer', 'mlp', 'sgd', 32,
+         200, (-3.0, 2.0)),
+    Task('diabetes-mlp-adamw-b32', DEV, 'diabetes', 'mlp', 'adamw', 32, 300,
+         (-5.0, 0.0), (32,)),
+    Task('lsq-linear-sgd-full', DEV, 'lsq', 'linear', 'sgd', None, 100,
+         (-3.0, 1.0)),
+    Task('digits-deepmlp-adamw-b128', HELD_OUT, 'digits', 'mlp', 'adamw', 128,
+         200, (-5.0, 0.0), (128, 128, 128)),
+    Task('digits-cnn-adam-b128', HELD_OUT, 'digits', 'cnn', 'adam', 128, 200,
+         (-5.0, 0.0)),
+    Task('wine-mlp-momentum-b16', HELD_OUT, 'wine', 'mlp', 'momentum', 16, 150,
+         (-4.0, 1.0), (32,)),
+    Task('iris-mlp-adam-b16', HELD_OUT, 'iris', 'mlp', 'adam', 16, 150,
+         (-5.0, 0.0), (32,)),
+    Task('diabetes-linear-sgd-b64', HELD_OUT, 'diabetes', 'linear', 'sgd', 64,
+         200, (-4.0, 1.0)),
+    Task('lsq-linear-momentum-b32', HELD_OUT, 'lsq', 'linear', 'momentum', 32,
+         300, (-4.0, 1.0)),
+)
+
+QUICK_TASKS = ('digits-mlp-adam-b32', 'lsq-linear-sgd-full')
+
+
+# --- data -------------------------------------------------------------------
+
+LSQ_DIM, LSQ_TRAIN, LSQ_TEST, LSQ_NOISE = 20, 400, 2000, 0.5
+LSQ_EIGENVALUES = np.geomspace(0.01, 1.0, LSQ_DIM)  # population covariance
+
+
+def _standardize(train, test):
+  mean, std = train.mean(0), train.std(0)
+  std = np.where(std > 0, std, 1.0)
+  return (train - mean) / std, (test - mean) / std
+
+
+def lsq_optimal_lr(x_train, y_train, w0, num_steps):
+  r"""The fixed rate of full-batch GD that minimizes the population risk.
+
+  For :math:`\ell(w) = \text{mean}((Xw - y)^2)` the Hessian is
+  :math:`H = 2 X^\top X / n`, gradient descent from :math:`w_0` gives
+  :math:`w_T = \hat w + (I - \eta H)^T (w_0 - \hat w)` with :math:`\hat w`
+  the least-squares solution, and the population excess risk is
+  :math:`(w_T - w^*)^\top \Sigma (w_T - w^*)`: minimized over a fine grid
+  of :math:`\eta`, averaged over the initializations ``w0`` (rows).
+  """
+  n = x_train.shape[0]
+  hessian = 2.0 * x_train.T @ x_train / n
+  w_hat = np.linalg.lstsq(x_train, y_train, rcond=None)[0]
+  lam, vecs = np.linalg.eigh(hessian)
+  etas = np.geomspace(1e-3, 2.0 / lam.max(), 4000)
+  w_star = _lsq_w_star()
+  risks = np.zeros_like(etas)
+  for w in np.atleast_2d(w0):
+    start = vecs.T @ (w - w_hat)
+    factor = (1.0 - etas[:, None] * lam[None, :]) ** num_steps
+    w_t = w_hat[None, :] + (factor * start[None, :]) @ vecs.T
+    diff = w_t - w_star[None, :]
+    risks += np.einsum('ki,i,ki->k', diff, LSQ_EIGENVALUES, diff)
+  return float(etas[int(np.argmin(risks))])
+
+
+def _lsq_w_star():
+  return np.random.default_rng(1).normal(size=LSQ_DIM)
+
+
+@functools.lru_cache(maxsize=None)
+def load(name: str) -> Data:
+  """A standardized split of ``name`` (see :class:`Task`)."""
+  if name == 'lsq':
+    rng = np.random.default_rng(0)
+    scale = np.sqrt(LSQ_EIGENVALUES)
+    w_star = _lsq_w_star()
+    def draw(n):
+      x = rng.normal(size=(n, LSQ_DIM)) * scale
+      return x, x @ w_star + LSQ_NOISE * rng.normal(size=n)
+    x_train, y_train = draw(LSQ_TRAIN)
+    x_test, y_test = draw(LSQ_TEST)
+    # Not standardized: the spectrum is the point. Targets kept raw too.
+    return Data(x_train.astype(np.float32), y_train.astype(np.float32),
+                x_test.astype(np.float32), y_test.astype(np.float32), 0)
+  loaders = {
+      'digits': sk_datasets.load_digits,
+      'wine': sk_datasets.load_wine,
+      'breast_cancer': sk_datasets.load_breast_cancer,
+      'iris': sk_datasets.load_iris,
+      'diabetes': sk_datasets.load_diabetes,
+  }
+  x, y = loaders[name](return_X_y=True)
+  classes = 0 if name == 'diabetes' else int(y.max()) + 1
+  x_train, x_test, y_train, y_test = model_selection.train_test_split(
+      x, y, test_size=TEST_FRACTION, random_state=0,
+      stratify=y if classes else None)
+  x_train, x_test = _standardize(x_train, x_test)
+  if classes:
+    y_train, y_test = y_train.astype(np.int32), y_test.astype(np.int32)
+  else:
+    mean, std = y_train.mean(), y_train.std()
+    y_train = ((y_train - mean) / std).astype(np.float32)
+    y_test = ((y_test - mean) / std).astype(np.float32)
+  return Data(x_train.astype(np.float32), y_train, x_test.astype(np.float32),
+              y_test, classes)
+
+
+# --- models -----------------------------------------------------------------
+
+
+class MLP(nnx.Module):
+  """ReLU layers, then a linear head."""
+
+  def __init__(self, sizes, outputs, *, rngs):
+    self.layers = nnx.List(
+        [nnx.Linear(a, b, rngs=rngs) for a, b in zip(sizes, sizes[1:])])
+    self.head = nnx.Linear(sizes[-1], outputs, rngs=rngs)
+
+  def __call__(self, x):
+    for layer in self.layers:
+      x = nnx.relu(layer(x))
+    return self.head(x)
+
+
+class CNN(nnx.Module):
+  """The example CNN's shape, smaller, with BatchNorm and dropout.
+
+  Two 3x3 convolutions each followed by BatchNorm and ReLU, average pooling
+  to a 4x4 grid, dropout, a dense hidden layer and the head, on 8x8 images.
+  """
+
+  def __init__(self, classes, *, features=(8, 16), hidden=32,
+               dropout=0.2, rngs):
+    self.conv1 = nnx.Conv(1, features[0], (3, 3), rngs=rngs)
+    self.bn1 = nnx.BatchNorm(features[0], momentum=0.9, rngs=rngs)
+    self.conv2 = nnx.Conv(features[0], features[1], (3, 3), rngs=rngs)
+    self.bn2 = nnx.BatchNorm(features[1], momentum=0.9, rngs=rngs)
+    self.dropout = nnx.Dropout(dropout, rngs=rngs)
+    self.dense = nnx.Linear(features[1] * 16, hidden, rngs=rngs)
+    self.head = nnx.Linear(hidden, classes, rngs=rngs)
+
+  def __call__(self, x):
+    x = x.reshape((x.shape[0], 8, 8, 1))
+    x = nnx.relu(self.bn1(self.conv1(x)))
+    x = nnx.relu(self.bn2(self.conv2(x)))
+    x = nnx.avg_pool(x, window_shape=(2, 2), strides=(2, 2))
+    x = self.dropout(x.reshape((x.shape[0], -1)))
+    return self.head(nnx.relu(self.dense(x)))
+
+
+def make_model(task: Task, seed: int) -> nnx.Module:
+  data = load(task.data)
+  rngs = nnx.Rngs(params=seed, dropout=seed + 1000)
+  outputs = data.classes or 1
+  if task.model == 'cnn':
+    return CNN(outputs, rngs=rngs)
+  if task.model == 'linear':
+    return nnx.Linear(data.x_train.shape[1], 1,
+                      use_bias=task.data != 'lsq', rngs=rngs)
+  return MLP((data.x_train.shape[1], *task.hidden), outputs, rngs=rngs)
+
+
+def optimizer(task: Task) -> Callable[[Any], optax.GradientTransformation]:
+  """``make(lr) -> GradientTransformation`` (lr a number or a schedule)."""
+  return {
+      'sgd': optax.sgd,
+      'momentum': functools.partial(optax.sgd, momentum=0.9),
+      'adam': optax.adam,
+      'adamw': functools.partial(optax.adamw, weight_decay=1e-2),
+  }[task.optimizer]
+
+
+# --- losses, batches, evaluation ---------------------------------------------
+
+
+def loss_and_eval(task: Task):
+  """``(loss_fn(model, idx), eval_fn(model) -> {"score", "loss"})``.
+
+  ``score`` is higher-is-better on the test split: accuracy in percent, or
+  minus the mean squared error.
+  """
+  data = load(task.data)
+  x_train, y_train = jnp.asarray(data.x_train), jnp.asarray(data.y_train)
+  x_test, y_test = jnp.asarray(data.x_test), jnp.asarray(data.y_test)
+
+  if data.classes:
+    def objective(model, x, y):
+      logits = model(x)
+      loss = optax.softmax_cross_entropy_with_integer_labels(logits, y).mean()
+      return loss, logits
+
+    def score(logits, y):
+      return 100.0 * jnp.mean(jnp.argmax(logits, -1) == y)
+  else:
+    def objective(model, x, y):
+      pred = model(x)[:, 0]
+      return jnp.mean((pred - y) ** 2), pred
+
+    def score(pred, y):
+      return -jnp.mean((pred - y) ** 2)
+
+  def loss_fn(model, idx):
+    return objective(model, x_train[idx], y_train[idx])[0]
+
+  def eval_fn(model):
+    model.eval()
+    loss, out = objective(model, x_test, y_test)
+    return {'score': score(out, y_test), 'loss': loss}
+
+  return loss_fn, eval_fn
+
+
+def batches(task: Task, seed: int, num_steps: int) -> np.ndarray:
+  """Row indices ``[num_steps, batch]``: shuffled epochs, one order per seed."""
+  n = load(task.data).x_train.shape[0]
+  if task.batch_size is None:
+    return np.broadcast_to(np.arange(n, dtype=np.int32), (num_steps, n))
+  rng = np.random.default_rng(10_000 + seed)
+  size = task.batch_size
+  epochs = -(-num_steps * size // n)
+  order = np.concatenate([rng.permutation(n) for _ in range(epochs)])
+  return order[: num_steps * size].reshape(num_steps, size).astype(np.int32)
+
+
+def baseline_score(task: Task) -> float:
+  """The score of a model that learned nothing: the majority class, or
+  predicting the training mean. Diverged runs are scored this way."""
+  data = load(task.data)
+  if data.classes:
+    majority = np.bincount(data.y_train).argmax()
+    return float(100.0 * np.mean(data.y_test == majority))
+  return float(-np.mean((data.y_test - data.y_train.mean()) ** 2))
+
+
+def known_optimal_lr(task: Task, seeds) -> float | None:
+  """The closed-form best fixed rate of the full-batch least-squares task."""
+  if task.data != 'lsq' or task.batch_size is not None:
+    return None
+  data = load('lsq')
+  w0 = np.stack([
+      np.asarray(make_model(task, s).kernel.value)[:, 0] for s in seeds])
+  return lsq_optimal_lr(data.x_train.astype(np.float64),
+                        data.y_train.astype(np.float64), w0, task.num_steps)
+
+
+def stack_states(models):
+  """``(graphdef, params, model_state)`` stacked along a new leading axis."""
+  splits = [nnx.split(m, nnx.Param, ...) for m in models]
+  stack = lambda trees: jax.tree.map(lambda *x: jnp.stack(x), *trees)
+  return (splits[0][0], stack([s[1] for s in splits]),
+          stack([s[2] for s in splits]))
