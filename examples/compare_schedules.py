@@ -354,7 +354,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
   base_lr, max_lr = train.find_lr_bounds(config, dataset, print, args.out)
   config = dataclasses.replace(config, base_lr=base_lr, max_lr=max_lr)
   seeds = list(range(args.seeds))
-  rows, seconds = [], {}
+  rows = []
   eval_steps = None
   for policy in POLICIES:
     trained = train_policy(
@@ -362,19 +362,16 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         seeds=seeds, steps_per_epoch=steps_per_epoch, eval_every=eval_every,
     )
     eval_steps = trained.eval_steps
-    seconds[policy.label] = (trained.compile_seconds, trained.run_seconds)
     rows.append(make_row(policy, trained, slice(None), base_lr, max_lr))
     print(f'{policy.label}: final accuracy'
-          f' {rows[-1].final_accuracy.mean():.4f} (compile'
-          f' {trained.compile_seconds:.1f} s, run {trained.run_seconds:.1f} s'
-          f' for {len(seeds)} seeds)')
+          f' {rows[-1].final_accuracy.mean():.4f} ({trained.seconds:.1f} s'
+          f' for {len(seeds)} seeds, compile included)')
   grid_lrs = [factor * max_lr for factor in GRID_FACTORS]
   grid = train_policy(
       dataclasses.replace(config, schedule='fixed'), dataset, seeds=seeds,
       steps_per_epoch=steps_per_epoch, eval_every=eval_every,
       fixed_lrs=grid_lrs,
   )
-  seconds[BEST_FIXED] = (grid.compile_seconds, grid.run_seconds)
   grid_rows = [
       make_row(
           Policy(f'fixed {lr:.3g}', 'fixed'), grid,
@@ -410,8 +407,6 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
       'eval_steps': [int(step) for step in eval_steps],
       'policies': {row.label: row_json(row) for row in rows},
       'fixed_grid': {row.label: row_json(row) for row in grid_rows},
-      'seconds': {label: {'compile': c, 'run': r}
-                  for label, (c, r) in seconds.items()},
       'versions': {'jax': jax.__version__, 'optax': optax.__version__},
       'device': f'{len(jax.devices())} x {jax.devices()[0].device_kind}',
       'table': table,

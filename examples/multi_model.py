@@ -1,15 +1,16 @@
-r"""K models trained as ONE compiled program: stacked states, ``jax.vmap``.
+r"""The example models, K at a time, trained by ``optax_clr.sweep``.
 
-Each model has its own parameters, optimizer state, schedule hyperparameters
-(traced scalars inside the program, so the schedule compiles once) and data
-order; a pure training run (a ``lax.scan`` of the train step, test accuracy
-at every evaluation) is ``jax.vmap``-ed over the leading K axis and the K axis
-is sharded over the devices. ``sweep.py`` and ``compare_schedules.py`` run
-their models through :func:`train_models`.
+Each model has its own initialization (its seed), data order, schedule
+hyperparameters (traced scalars inside the program, so the schedule compiles
+once) and optimizer state; ``optax_clr.sweep`` trains all K as ONE
+``jit(vmap(scan))`` program with the K axis sharded over the devices. This
+module holds only the example-specific glue: NNX models split into
+parameters and the rest (batch statistics, RNG state), the trainer's data
+order, and the test-set evaluation. ``sweep.py`` and ``compare_schedules.py``
+run their models through it.
 """
 
 from collections.abc import Callable, Mapping, Sequence
-import math
 import time
 from typing import Any, NamedTuple
 
@@ -19,6 +20,7 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 
+import optax_clr
 from examples import data
 from examples import model as model_lib
 from examples import train
@@ -27,7 +29,6 @@ Hyperparams = Mapping[str, jax.Array]
 # Builds a model's optimizer (schedule inside) from its hyperparameters,
 # concrete at initialization and traced scalars inside the vmapped run.
 OptimizerFn = Callable[[Hyperparams], optax.GradientTransformation]
-MODEL_AXIS = 'models'
 LEARNING_RATE = 'learning_rate'
 
 
@@ -54,8 +55,7 @@ class Trained(NamedTuple):
   history: History
   state: TrainState
   eval_steps: np.ndarray  # [evals] updates done at each evaluation.
-  compile_seconds: float
-  run_seconds: float
+  seconds: float  # The first call's, tracing and compiling included.
 
 
 def sgd_with(
@@ -163,65 +163,79 @@ def make_steps(graphdef: nnx.GraphDef, optimizer_fn: OptimizerFn) -> Steps:
   return Steps(train_step, evaluate)
 
 
-def make_run(steps: Steps) -> Callable[..., tuple[TrainState, History]]:
-  """The pure training run of ONE model (a scan of steps); vmap it for K.
+class Program(NamedTuple):
+  """K models ready to train as ONE ``optax_clr.sweep`` program.
 
-  Args:
-    steps: the model's :class:`Steps`.
-
-  Returns:
-    ``run(state, hparams, order, images, labels, test_images, test_labels)``
-    where ``order`` is ``[evals, steps_per_eval, batch]`` batch indices; it
-    returns the final state and the :class:`History`.
+  ``loss_fn`` and ``eval_fn`` are built once per program, so every
+  :meth:`run` (all models, or one at a time) after the first finds its
+  compiled program in ``optax_clr.sweep``'s cache.
   """
 
-  def run(state, hparams, order, images, labels, test_images, test_labels):
-    def step(state, indices):
-      return steps.train(state, hparams, images[indices], labels[indices])
-
-    def chunk(state, indices):
-      state, (lr, loss) = jax.lax.scan(step, state, indices)
-      test_loss, accuracy = steps.evaluate(state, test_images, test_labels)
-      return state, (lr, loss, test_loss, accuracy)
-
-    state, (lr, loss, test_loss, accuracy) = jax.lax.scan(chunk, state, order)
-    return state, History(lr.ravel(), loss.ravel(), test_loss, accuracy)
-
-  return run
-
-
-def model_mesh(num_models: int) -> jax.sharding.Mesh:
-  """A 1-D mesh over as many devices as evenly divide ``num_models``."""
-  devices = jax.devices()
-  count = math.gcd(num_models, len(devices))
-  return jax.sharding.Mesh(np.array(devices[:count]), (MODEL_AXIS,))
-
-
-def place(mesh: jax.sharding.Mesh, stacked: Any, shared: Any):
-  """Shards ``stacked`` over the K axis and replicates ``shared``."""
-  P = jax.sharding.PartitionSpec  # pylint: disable=invalid-name
-  by_model = jax.sharding.NamedSharding(mesh, P(MODEL_AXIS))
-  replicated = jax.sharding.NamedSharding(mesh, P())
-  return jax.device_put(stacked, by_model), jax.device_put(shared, replicated)
-
-
-class Program(NamedTuple):
-  """K models ready to run: the vmapped run and its placed arguments."""
-
-  batched: Callable[..., tuple[TrainState, History]]  # jitted, vmapped.
-  single: Callable[..., tuple[TrainState, History]]  # jitted, one model.
-  steps: Steps  # One model's pure step (not jitted).
-  stacked: tuple[Any, ...]  # (states, hparams, orders), leading K axis.
-  shared: tuple[Any, ...]  # Training and test arrays, replicated.
-  eval_steps: np.ndarray  # [evals] updates done at each evaluation.
+  graphdef: nnx.GraphDef
+  states: TrainState  # [K] initial params, rest and optimizer state.
+  hparams: dict[str, jax.Array]  # {name: [K]}
+  orders: np.ndarray  # [K, num_steps, batch] indices into the training set.
+  data: dict[str, jax.Array]  # The whole dataset, on device, shared.
+  optimizer_fn: OptimizerFn
+  loss_fn: Callable[..., Any]
+  eval_fn: Callable[..., Any]
+  eval_every: int
+  steps: Steps  # One model's pure step, for per-step trainers.
 
   @property
   def num_models(self) -> int:
-    return jax.tree.leaves(self.stacked)[0].shape[0]
+    return len(self.orders)
 
-  def model_args(self, index: int) -> tuple[Any, ...]:
-    """The arguments of :attr:`single` for model ``index``."""
-    return (*unstack(self.stacked, index), *self.shared)
+  @property
+  def eval_steps(self) -> np.ndarray:
+    """``[evals]``, the updates done at each evaluation."""
+    num_evals = self.orders.shape[1] // self.eval_every
+    return self.eval_every * np.arange(1, num_evals + 1)
+
+  def run(self, models: slice = slice(None)) -> tuple[TrainState, History]:
+    """Trains the models ``models`` (all by default) as one program.
+
+    Returns:
+      The final :class:`TrainState` (its ``opt_state`` None) and the
+      :class:`History`, with a leading axis over the chosen models.
+    """
+    take = lambda tree: jax.tree.map(lambda leaf: leaf[models], tree)
+    result = optax_clr.sweep(
+        self.loss_fn, take(self.states.params), self.optimizer_fn,
+        take(self.hparams), take(self.orders), params_axis=0, batches_axis=0,
+        model_state=take(self.states.rest), eval_fn=self.eval_fn,
+        eval_every=self.eval_every, data=self.data,
+    )
+    test_loss, test_accuracy = result.evals
+    history = History(result.learning_rates, result.losses, test_loss,
+                      test_accuracy)
+    return TrainState(result.params, result.model_state, None), history
+
+
+def _sweep_functions(graphdef: nnx.GraphDef):
+  """The loss and evaluation of ONE model in ``optax_clr.sweep``'s terms.
+
+  A batch is a row of indices into ``data``, the dataset kept on device and
+  passed to the program as an argument (a closure would embed it in the
+  compiled program as a constant).
+  """
+
+  def loss_fn(params, rest, indices, *, data):
+    module = nnx.merge(graphdef, params, rest, copy=True)
+    loss, _ = train.loss_fn(module, data['images'][indices],
+                            data['labels'][indices])
+    _, _, rest = nnx.split(module, nnx.Param, ...)
+    return loss, rest
+
+  def eval_fn(params, rest, *, data):
+    module = nnx.merge(graphdef, params, rest, copy=True)
+    module.eval()
+    loss, logits = train.loss_fn(module, data['test_images'],
+                                 data['test_labels'])
+    accuracy = jnp.mean(jnp.argmax(logits, axis=-1) == data['test_labels'])
+    return loss, accuracy
+
+  return loss_fn, eval_fn
 
 
 def prepare(
@@ -235,7 +249,7 @@ def prepare(
     batch_size: int,
     eval_every: int,
 ) -> Program:
-  """Builds K models (one per ``seeds`` entry) and their vmapped run.
+  """Builds K models (one per ``seeds`` entry), ready for one sweep.
 
   Args:
     dataset: the data; the whole training and test sets live on device.
@@ -249,7 +263,8 @@ def prepare(
     eval_every: updates between test-set evaluations.
 
   Returns:
-    A :class:`Program`; the K axis is sharded over the devices that divide K.
+    A :class:`Program`; ``optax_clr.sweep`` shards its K axis over the
+    devices (padding K to a multiple of their number).
 
   Raises:
     ValueError: ``num_steps`` is not a multiple of ``eval_every``, or an
@@ -278,22 +293,20 @@ def prepare(
       for k, seed in enumerate(seeds)
   ]
   graphdef = inits[0][0]
-  num_evals = num_steps // eval_every
   orders = np.stack([
       batch_order(len(dataset.train_labels), batch_size, num_steps, seed)
       for seed in seeds
-  ]).reshape(num_models, num_evals, eval_every, batch_size)
-  stacked, shared = place(
-      model_mesh(num_models),
-      (stack([state for _, state in inits]), stacked_hparams, orders),
-      (dataset.train_images, dataset.train_labels, dataset.test_images,
-       dataset.test_labels),
+  ])
+  shared = jax.device_put({
+      'images': dataset.train_images, 'labels': dataset.train_labels,
+      'test_images': dataset.test_images, 'test_labels': dataset.test_labels,
+  })
+  loss_fn, eval_fn = _sweep_functions(graphdef)
+  return Program(
+      graphdef, stack([state for _, state in inits]), stacked_hparams, orders,
+      shared, optimizer_fn, loss_fn, eval_fn, eval_every,
+      make_steps(graphdef, optimizer_fn),
   )
-  steps = make_steps(graphdef, optimizer_fn)
-  run = make_run(steps)
-  batched = jax.jit(jax.vmap(run, in_axes=(0, 0, 0, None, None, None, None)))
-  eval_steps = eval_every * np.arange(1, num_evals + 1)
-  return Program(batched, jax.jit(run), steps, stacked, shared, eval_steps)
 
 
 def timed_compile(fn: Any, *args: Any) -> tuple[Any, float]:
@@ -313,11 +326,7 @@ def train_models(**kwargs: Any) -> Trained:
     :class:`Trained`, with a leading K axis on history and state.
   """
   program = prepare(**kwargs)
-  args = (*program.stacked, *program.shared)
-  compiled, compile_seconds = timed_compile(program.batched, *args)
   start = time.perf_counter()
-  state, history = jax.block_until_ready(compiled(*args))
-  run_seconds = time.perf_counter() - start
-  return Trained(
-      history, state, program.eval_steps, compile_seconds, run_seconds
-  )
+  state, history = jax.block_until_ready(program.run())
+  seconds = time.perf_counter() - start
+  return Trained(history, state, program.eval_steps, seconds)

@@ -10,17 +10,16 @@ once. With several devices the K axis is sharded over them
 ``XLA_FLAGS=--xla_force_host_platform_device_count=2``.
 
 The script prints the table of final test accuracies, writes a heatmap, and
-prints two speedups (compile time apart, ``block_until_ready``, medians of
-repeats): the vmapped program against K sequential runs of the same
-single-model program, and, for a trainer that dispatches one jitted step at
+prints two speedups (first calls apart, ``block_until_ready``, medians of
+repeats): one sweep of K models against K sweeps of one model, and, for a trainer that dispatches one jitted step at
 a time from Python (as ``train.py`` does), one vmapped step call against K
 single-model step calls per step::
 
   python examples/sweep.py
   python examples/sweep.py --max-lrs 0.05,0.1,0.2 --step-size-epochs 1,2,4
 
-The models train through :mod:`examples.multi_model`, as in
-``compare_schedules.py``.
+The models train through ``optax_clr.sweep``; :mod:`examples.multi_model`
+holds the NNX glue, shared with ``compare_schedules.py``.
 """
 
 import argparse
@@ -53,22 +52,28 @@ class Speedup(NamedTuple):
   num_models: int
   vmapped_seconds: float  # Median over repeats.
   sequential_seconds: float  # Median over repeats, all K runs together.
-  vmapped_compile_seconds: float
-  single_compile_seconds: float
+  vmapped_first_seconds: float  # The first call: tracing and compiling too.
+  single_first_seconds: float
 
   @property
   def speedup(self) -> float:
     return self.sequential_seconds / self.vmapped_seconds
 
 
+def _first_call(fn: Callable[[], Any]) -> tuple[Any, float]:
+  start = time.perf_counter()
+  outputs = jax.block_until_ready(fn())
+  return outputs, time.perf_counter() - start
+
+
 def measure_speedup(
     program: multi_model.Program, *, repeats: int
 ) -> tuple[Speedup, tuple[multi_model.TrainState, multi_model.History]]:
-  """Times the K-model program against K runs of the 1-model program.
+  """Times one sweep of K models against K sweeps of one model.
 
-  Both are compiled first (compile time reported apart); then the two are
-  run ``repeats`` times, interleaved, each ending in
-  ``jax.block_until_ready``, and the medians are compared.
+  Both are compiled by a first call (its time, compile included, reported
+  apart); then the two are run ``repeats`` times, interleaved, each ending
+  in ``jax.block_until_ready``, and the medians are compared.
 
   Returns:
     The :class:`Speedup` and the vmapped program's (state, history).
@@ -76,28 +81,24 @@ def measure_speedup(
   if repeats < 1:
     raise ValueError(f'repeats must be >= 1, got {repeats}.')
   num_models = program.num_models
-  batched_args = (*program.stacked, *program.shared)
-  single_args = [program.model_args(k) for k in range(num_models)]
-  batched, batched_compile = multi_model.timed_compile(
-      program.batched, *batched_args
-  )
-  single, single_compile = multi_model.timed_compile(
-      program.single, *single_args[0]
-  )
+  every = slice(None)
+  each = [slice(k, k + 1) for k in range(num_models)]
+  outputs, vmapped_first = _first_call(lambda: program.run(every))
+  _, single_first = _first_call(lambda: program.run(each[0]))
   vmapped_times, sequential_times = [], []
   for _ in range(repeats):
     start = time.perf_counter()
-    outputs = jax.block_until_ready(batched(*batched_args))
+    jax.block_until_ready(program.run(every))
     vmapped_times.append(time.perf_counter() - start)
     start = time.perf_counter()
-    jax.block_until_ready([single(*args) for args in single_args])
+    jax.block_until_ready([program.run(models) for models in each])
     sequential_times.append(time.perf_counter() - start)
   timing = Speedup(
       num_models,
       statistics.median(vmapped_times),
       statistics.median(sequential_times),
-      batched_compile,
-      single_compile,
+      vmapped_first,
+      single_first,
   )
   return timing, outputs
 
@@ -113,16 +114,16 @@ def measure_step_speedup(
   ``jax.block_until_ready``; the two loops alternate ``repeats`` times and
   the medians are compared.
   """
-  states, hparams, orders = program.stacked
+  states, hparams, orders = program.states, program.hparams, program.orders
   num_models = program.num_models
-  flat = np.asarray(orders).reshape(num_models, -1, orders.shape[-1])
-  if not 1 <= num_steps <= flat.shape[1]:
+  if not 1 <= num_steps <= orders.shape[1]:
     raise ValueError(
-        f'num_steps must be in [1, {flat.shape[1]}], got {num_steps}.'
+        f'num_steps must be in [1, {orders.shape[1]}], got {num_steps}.'
     )
-  images, labels = (np.asarray(array) for array in program.shared[:2])
+  images, labels = (np.asarray(program.data[name])
+                    for name in ('images', 'labels'))
   batches = jax.device_put(
-      [(images[flat[:, t]], labels[flat[:, t]]) for t in range(num_steps)]
+      [(images[orders[:, t]], labels[orders[:, t]]) for t in range(num_steps)]
   )
   models = [
       (
@@ -296,8 +297,7 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
   if args.repeats:
     timing, (_, history) = measure_speedup(program, repeats=args.repeats)
   else:
-    args_all = (*program.stacked, *program.shared)
-    _, history = jax.block_until_ready(program.batched(*args_all))
+    _, history = jax.block_until_ready(program.run())
   accuracy = np.asarray(history.test_accuracy[:, -1])
   table = format_table(grid, accuracy)
   print(table)
@@ -305,8 +305,9 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
   print(f'wrote {args.heatmap}')
   if timing is not None:
     print(
-        f'compile: vmapped {timing.vmapped_compile_seconds:.2f} s, single'
-        f' {timing.single_compile_seconds:.2f} s\n'
+        f'first call (compile included): vmapped'
+        f' {timing.vmapped_first_seconds:.2f} s, single'
+        f' {timing.single_first_seconds:.2f} s\n'
         f'steady state (median of {args.repeats}): {num_models} models'
         f' vmapped {timing.vmapped_seconds:.3f} s, {num_models} sequential'
         f' runs {timing.sequential_seconds:.3f} s -> speedup'

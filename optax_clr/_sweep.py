@@ -193,12 +193,16 @@ def _check_axis(name: str, value: Any) -> int | None:
   raise ValueError(f'{name} must be None or 0, got {value!r}.')
 
 
-def _check_hyperparams(hyperparams: Any) -> tuple[dict[str, jax.Array], int]:
-  if not isinstance(hyperparams, Mapping) or not hyperparams:
+def _check_hyperparams(
+    hyperparams: Any,
+) -> tuple[dict[str, jax.Array], int | None]:
+  if not isinstance(hyperparams, Mapping):
     raise TypeError(
-        'hyperparams must be a non-empty dict {name: array of K values}, e.g.'
+        'hyperparams must be a dict {name: array of K values}, e.g.'
         f' optax_clr.grid(max_lr=[...]), got {hyperparams!r}.'
     )
+  if not hyperparams:
+    return {}, None
   arrays, lengths = {}, {}
   for name, values in hyperparams.items():
     if not isinstance(name, str):
@@ -225,6 +229,18 @@ def _check_hyperparams(hyperparams: Any) -> tuple[dict[str, jax.Array], int]:
   return arrays, next(iter(lengths.values()))
 
 
+def _infer_num_models(params, params_axis, batches, batches_axis) -> int:
+  """K from a stacked argument, for a sweep without hyperparameters."""
+  for tree, axis in ((params, params_axis), (batches, batches_axis)):
+    lengths = _leading(tree) if axis == 0 else set()
+    if len(lengths) == 1 and None not in lengths:
+      return lengths.pop()
+  raise ValueError(
+      'hyperparams is empty, so K (the number of models) must come from'
+      ' params_axis=0 or batches_axis=0.'
+  )
+
+
 def _check_optimizer(optimizer, hyperparams):
   first = {name: values[0] for name, values in hyperparams.items()}
   try:
@@ -241,15 +257,16 @@ def _check_optimizer(optimizer, hyperparams):
     )
 
 
-def _check_stacked(name: str, tree: Any, axis: int | None, num_models: int):
+def _check_stacked(name: str, tree: Any, axis: int | None, num_models: int,
+                   axis_name: str | None = None):
   if axis is None:
     return
   lengths = _leading(tree)
-  if lengths != {num_models}:
+  if lengths and lengths != {num_models}:
     raise ValueError(
-        f'{name}_axis=0 needs every leaf of {name} to have a leading axis of'
-        f' K={num_models} (one per model), got leading sizes'
-        f' {sorted(lengths, key=str)}.'
+        f'{axis_name or name + "_axis"}=0 needs every leaf of {name} to have'
+        f' a leading axis of K={num_models} (one per model), got leading'
+        f' sizes {sorted(lengths, key=str)}.'
     )
 
 
@@ -372,7 +389,9 @@ def sweep(
       optax_clr.triangular_schedule(hp["base_lr"], hp["max_lr"],
       hp["step_size"]), momentum=0.9)``.
     hyperparams: ``{name: array with leading axis K}``, one value per model;
-      :func:`optax_clr.grid` builds a Cartesian product.
+      :func:`optax_clr.grid` builds a Cartesian product. May be empty (models
+      that differ only in ``params``, ``batches`` or ``key``) when
+      ``params_axis`` or ``batches_axis`` is 0.
     batches: a pytree of arrays with a leading ``num_steps`` axis, shared by
       all models, or ``[K, num_steps, ...]`` with ``batches_axis=0`` (one data
       order per model).
@@ -431,9 +450,12 @@ def sweep(
   params_axis = _check_axis('params_axis', params_axis)
   batches_axis = _check_axis('batches_axis', batches_axis)
   hyperparams, num_models = _check_hyperparams(hyperparams)
+  if num_models is None:  # Models that differ only in their seeds, say.
+    num_models = _infer_num_models(params, params_axis, batches, batches_axis)
   _check_stacked('params', params, params_axis, num_models)
   if model_state is not None:
-    _check_stacked('model_state', model_state, params_axis, num_models)
+    _check_stacked('model_state', model_state, params_axis, num_models,
+                   axis_name='params_axis')
   _check_stacked('batches', batches, batches_axis, num_models)
   num_steps = _num_steps(batches, batches_axis)
   if eval_every is not None:

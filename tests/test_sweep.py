@@ -48,7 +48,7 @@ def program(dataset):
 
 @pytest.fixture(scope='module')
 def batched(program):
-  return program.batched(*program.stacked, *program.shared)
+  return program.run()
 
 
 def _model_hparams(k):
@@ -81,7 +81,7 @@ def _close(actual, expected):
 def test_vmapped_models_equal_separate_trainer_runs(dataset, program,
                                                     batched, k):
   state, history = batched
-  order = np.asarray(program.stacked[2][k])
+  order = np.asarray(program.orders[k])
   params, lrs, losses = _trainer_run(dataset, k, order)
   jax.tree.map(_close, nnx.to_pure_dict(multi_model.unstack(state.params, k)),
                params)
@@ -92,9 +92,24 @@ def test_vmapped_models_equal_separate_trainer_runs(dataset, program,
 @pytest.mark.parametrize('k', [0, 1])
 def test_vmapped_models_equal_single_model_program(program, batched, k):
   state, history = batched
-  single_state, single_history = program.single(*program.model_args(k))
-  jax.tree.map(_close, multi_model.unstack(state, k), single_state)
-  jax.tree.map(_close, multi_model.unstack(history, k), single_history)
+  single_state, single_history = program.run(slice(k, k + 1))
+  jax.tree.map(_close, multi_model.unstack(state, k),
+               multi_model.unstack(single_state, 0))
+  jax.tree.map(_close, multi_model.unstack(history, k),
+               multi_model.unstack(single_history, 0))
+
+
+def test_evaluation_is_the_trainers(dataset, program, batched):
+  """Test accuracy at the end equals ``train.evaluate`` on the final model."""
+  state, history = batched
+  module = model_lib.make_model('mlp', dataset, seed=SEEDS[0])
+  graphdef, _, _ = nnx.split(module, nnx.Param, ...)
+  final = nnx.merge(graphdef, multi_model.unstack(state.params, 0),
+                    multi_model.unstack(state.rest, 0))
+  final.eval()
+  _, logits = train.loss_fn(final, dataset.test_images, dataset.test_labels)
+  accuracy = np.mean(np.argmax(logits, -1) == dataset.test_labels)
+  _close(history.test_accuracy[0, -1], accuracy)
 
 
 def test_logged_lr_is_each_models_schedule(batched):
@@ -162,12 +177,12 @@ def test_models_are_sharded_over_devices():
           hparams={'base_lr': [0.01, 0.05], 'max_lr': [0.05, 0.2],
                    'step_size': [3, 5]},
           seeds=[0, 1], num_steps=4, batch_size=16, eval_every=2)
-      leaf = jax.tree.leaves(program.stacked[0].params)[0]
+      state, history = program.run()
+      leaf = jax.tree.leaves(state.params)[0]
       assert len(leaf.sharding.device_set) == 2, leaf.sharding
-      state, history = program.batched(*program.stacked, *program.shared)
       for k in range(2):
-        _, single = program.single(*program.model_args(k))
-        np.testing.assert_allclose(history.loss[k], single.loss, rtol=1e-5)
+        _, single = program.run(slice(k, k + 1))
+        np.testing.assert_allclose(history.loss[k], single.loss[0], rtol=1e-5)
       print('ok')
   """)
   env = dict(os.environ, XLA_FLAGS='--xla_force_host_platform_device_count=2',

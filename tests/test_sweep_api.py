@@ -294,3 +294,17 @@ def test_shared_data_equals_materialized_batches():
   np.testing.assert_allclose(by_index.losses, direct.losses, rtol=1e-6)
   np.testing.assert_allclose(by_index.evals[:, 0], float(jnp.sum(pool)),
                              rtol=1e-6)
+
+
+def test_seeds_only_sweep_without_hyperparameters():
+  params = {'w': jnp.asarray([[0.0] * DIM, [0.5] * DIM])}
+  fixed = {name: values[0] for name, values in HP.items()}
+  result = optax_clr.sweep(loss_fn, params,
+                           lambda hp: triangular_sgd(fixed), {}, data(0),
+                           params_axis=0)
+  for k in range(2):
+    losses, _, _ = reference({'w': params['w'][k]}, fixed, data(0))
+    np.testing.assert_allclose(result.losses[k], losses, rtol=1e-4, atol=1e-5)
+  with pytest.raises(ValueError, match='params_axis=0 or batches_axis=0'):
+    optax_clr.sweep(loss_fn, {'w': jnp.zeros(DIM)},
+                    lambda hp: triangular_sgd(fixed), {}, data(0))
