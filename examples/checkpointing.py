@@ -1,39 +1,51 @@
-"""Epoch checkpoints with Orbax: save atomically, restore the newest intact.
+"""Epoch checkpoints with Orbax, committed atomically with their digest.
 
 A checkpoint holds a training state pytree (parameters and optimizer state,
 hence the schedule's position) and a JSON record (the completed epoch count,
-the data-order RNG state and the run's config). Orbax writes each one into a
-temporary directory and renames it when complete, so a run killed while
-saving leaves the previous checkpoints intact and never lists the partial
-one.
+the data-order RNG state and the run's config).
 
-Orbax does not checksum the arrays, so after each save the primary process
-writes ``sha256.json``, the digest of every file, into the checkpoint. A
-checkpoint is *complete* when that digest exists and every file matches it;
-this catches truncated or flipped bytes before Orbax reads them (a failed
-read there leaves TensorStore callbacks firing into a closed event loop).
+Orbax does not checksum the arrays, so each checkpoint carries
+``sha256.json``, the digest of every file in it. A save is committed in three
+steps: Orbax writes the checkpoint into ``checkpoints/staging-<epoch>`` (its
+own temporary directory, renamed when complete), the primary process writes
+the digest into it, and renames it to ``checkpoints/<epoch>``. Only that
+last rename makes a checkpoint visible, so a kill at any point of a save
+leaves the previous checkpoints as they were and no listed checkpoint
+without its digest; the partial write is removed on the next start. The
+digest is checked before Orbax reads a checkpoint: this catches truncated or
+flipped bytes (a failed read inside Orbax leaves TensorStore callbacks firing
+into a closed event loop).
 
-On restore the newest complete checkpoint is used. Damaged ones are moved
+On restore the newest intact checkpoint is used. Damaged ones are moved
 aside (never deleted) into ``<workdir>/corrupt_checkpoints/`` with a message;
-if none is complete, :class:`CheckpointError` stops the run rather than
+if none is intact, :class:`CheckpointError` stops the run rather than
 silently starting from scratch.
+
+:class:`WorkdirLock` keeps a second run out of a workdir in use.
 """
 
 from collections.abc import Callable, Mapping
+import fcntl
 import hashlib
 import json
 import os
 import shutil
+import socket
 import time
 from typing import Any
 
 import jax
 from jax.experimental import multihost_utils
+import numpy as np
 import orbax.checkpoint as ocp
 
 CHECKPOINT_SUBDIR = 'checkpoints'
 CORRUPT_SUBDIR = 'corrupt_checkpoints'
 DIGEST_FILE = 'sha256.json'
+LOCK_FILE = 'trainer.lock'
+_STAGING_PREFIX = 'staging-'
+_DELETING_PREFIX = 'deleting-'
+_ORBAX_TMP = '.orbax-checkpoint-tmp'
 _HASH_CHUNK_BYTES = 1 << 20
 
 
@@ -66,6 +78,12 @@ def check_digests(directory: str) -> None:
       expected = json.load(f)
   except (OSError, ValueError) as error:
     raise ValueError(f'cannot read {path} ({error})') from error
+  if not isinstance(expected, dict) or not all(
+      isinstance(value, str) for value in expected.values()):
+    raise ValueError(
+        f'{path} is not a table of file digests (it holds'
+        f' {type(expected).__name__} {str(expected)[:60]})'
+    )
   actual = file_digests(directory)
   for name in sorted(set(expected) | set(actual)):
     if name not in actual:
@@ -74,6 +92,126 @@ def check_digests(directory: str) -> None:
       raise ValueError(f'{name} is not in {DIGEST_FILE}')
     if actual[name] != expected[name]:
       raise ValueError(f'{name} does not match its SHA-256')
+
+
+def _fsync_directory(path: str) -> None:
+  fd = os.open(path, os.O_RDONLY)
+  try:
+    os.fsync(fd)
+  finally:
+    os.close(fd)
+
+
+def _write_digests(directory: str) -> None:
+  """Writes ``sha256.json`` of ``directory``'s files and syncs it to disk."""
+  digests = file_digests(directory)
+  with open(os.path.join(directory, DIGEST_FILE), 'w') as f:
+    json.dump(digests, f, indent=0, sort_keys=True)
+    f.flush()
+    os.fsync(f.fileno())
+
+
+class WorkdirError(RuntimeError):
+  """The workdir cannot be used: not a directory, or in use by another run."""
+
+
+class WorkdirLock:
+  """An exclusive ``flock`` on ``<workdir>/trainer.lock``: one run at a time.
+
+  The kernel releases the lock when its holder exits, however it exits (a
+  crash or ``kill -9`` included), so a lock left by a dead run never blocks
+  the next one and no stale-lock guessing is needed. The file records the
+  holder's pid, host and start time for the message a second run prints.
+  """
+
+  def __init__(self, workdir: str):
+    self.workdir = os.path.abspath(workdir)
+    self.path = os.path.join(self.workdir, LOCK_FILE)
+    self._fd: int | None = None
+
+  def acquire(self) -> None:
+    """Creates the workdir if needed and locks it, or WorkdirError at once."""
+    if os.path.exists(self.workdir) and not os.path.isdir(self.workdir):
+      raise WorkdirError(
+          f'--workdir {self.workdir} is not a directory (it is a file): pass'
+          ' a directory, new or of an earlier run of this trainer.'
+      )
+    try:
+      os.makedirs(self.workdir, exist_ok=True)
+      fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o644)
+    except OSError as error:
+      raise WorkdirError(
+          f'Cannot use --workdir {self.workdir}: {error}.') from error
+    try:
+      fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except OSError as error:
+      holder = _describe_holder(fd)
+      os.close(fd)
+      if isinstance(error, BlockingIOError):
+        raise WorkdirError(
+            f'--workdir {self.workdir} is already in use by another trainer'
+            f' ({holder}, holding {self.path}). Wait for it to finish, or'
+            ' pass another --workdir.'
+        ) from None
+      raise WorkdirError(
+          f'Cannot lock {self.path} ({error}); the workdir must be on a'
+          ' file system with flock.') from error
+    os.ftruncate(fd, 0)
+    os.pwrite(fd, json.dumps({
+        'pid': os.getpid(), 'host': socket.gethostname(),
+        'started': time.strftime('%Y-%m-%d %H:%M:%S %z'),
+    }).encode(), 0)
+    self._fd = fd
+
+  def release(self) -> None:
+    """Unlocks (also done by the kernel if the process dies first)."""
+    if self._fd is not None:
+      os.ftruncate(self._fd, 0)
+      os.close(self._fd)
+      self._fd = None
+
+
+def _describe_holder(fd: int) -> str:
+  try:
+    holder = json.loads(os.pread(fd, 4096, 0))
+    return (f'pid {holder["pid"]} on host {holder["host"]}, started'
+            f' {holder["started"]}')
+  except (OSError, ValueError, TypeError, KeyError):
+    return 'a run that has not yet recorded its pid'
+
+
+def lock_workdir(workdir: str) -> WorkdirLock:
+  """Creates and locks ``workdir`` for this run; all processes call it.
+
+  Only process 0 takes the lock: the processes of one multi-process run
+  share the workdir by design. The others learn whether it succeeded.
+
+  Args:
+    workdir: the run's directory.
+
+  Returns:
+    The lock; call ``release()`` when the run ends.
+
+  Raises:
+    WorkdirError: the workdir is a file, cannot be created, or another run
+      holds it (the message names the holder).
+  """
+  lock = WorkdirLock(workdir)
+  error = None
+  if jax.process_index() == 0:
+    try:
+      lock.acquire()
+    except WorkdirError as caught:
+      error = caught
+  if jax.process_count() > 1:
+    failed = multihost_utils.broadcast_one_to_all(np.int32(error is not None))
+    if int(failed) and error is None:
+      error = WorkdirError(
+          f'Process 0 could not lock --workdir {lock.workdir}; see its'
+          ' message.')
+  if error is not None:
+    raise error
+  return lock
 
 
 class Checkpointer:
@@ -90,64 +228,85 @@ class Checkpointer:
 
     Args:
       workdir: the run's directory.
-      max_to_keep: the number of newest checkpoints kept; older ones are
-        deleted after each save. Keep at least 2 so that a damaged newest
-        checkpoint has a fallback.
+      max_to_keep: the number of newest checkpoints kept, at least 1; older
+        ones are deleted after each save. Keep at least 2 so that a damaged
+        newest checkpoint has a fallback.
       log: where messages go.
+
+    Raises:
+      ValueError: ``max_to_keep`` is below 1.
     """
+    if isinstance(max_to_keep, bool) or not (
+        isinstance(max_to_keep, int) and max_to_keep >= 1):
+      raise ValueError(f'max_to_keep must be >= 1, got {max_to_keep!r}.')
     self.workdir = os.path.abspath(workdir)
     self.directory = os.path.join(self.workdir, CHECKPOINT_SUBDIR)
+    self._max_to_keep = max_to_keep
     self._log = log
-    self._manager = ocp.CheckpointManager(
-        self.directory,
-        options=ocp.CheckpointManagerOptions(
-            max_to_keep=max_to_keep, create=True,
-            # The digest needs the files on disk before training goes on.
-            enable_async_checkpointing=False,
-        ),
+    if self._primary:
+      os.makedirs(self.directory, exist_ok=True)
+    self._sync('optax_clr_checkpoint_directory')
+    self._orbax = ocp.Checkpointer(ocp.CompositeCheckpointHandler())
+
+  @property
+  def _primary(self) -> bool:
+    return jax.process_index() == 0
+
+  def steps(self) -> list[int]:
+    """The committed checkpoints' epochs, oldest first."""
+    return sorted(
+        int(name) for name in os.listdir(self.directory)
+        if name.isdigit() and os.path.isdir(os.path.join(self.directory, name))
     )
 
   def save(self, epoch: int, state: Any, record: Mapping[str, Any]) -> None:
-    """Saves the state after ``epoch`` completed epochs, then its digest."""
-    self._manager.save(
-        epoch,
-        args=ocp.args.Composite(
-            state=ocp.args.StandardSave(state),
-            record=ocp.args.JsonSave(dict(record)),
-        ),
-    )
-    self._manager.wait_until_finished()
-    if jax.process_index() == 0:
-      step_dir = os.path.join(self.directory, str(epoch))
-      digests = file_digests(step_dir)
-      tmp = os.path.join(step_dir, DIGEST_FILE + '.tmp')
-      with open(tmp, 'w') as f:
-        json.dump(digests, f, indent=0, sort_keys=True)
-      os.replace(tmp, os.path.join(step_dir, DIGEST_FILE))
-    self._sync('optax_clr_checkpoint_digest')
-
-  def restore(self, target: Any) -> tuple[Any, dict[str, Any]] | None:
-    """Restores the newest complete checkpoint.
+    """Saves the state after ``epoch`` completed epochs and commits it.
 
     Args:
-      target: a state pytree with the structure, dtypes and shardings to
-        restore into.
+      epoch: the completed epochs: the checkpoint's name.
+      state: the training state pytree.
+      record: JSON-serialisable facts saved with it.
+    """
+    staging = os.path.join(self.directory, f'{_STAGING_PREFIX}{epoch}')
+    if self._primary and os.path.exists(staging):
+      shutil.rmtree(staging)  # a save of this epoch that was interrupted
+    self._sync('optax_clr_checkpoint_staging')
+    self._orbax.save(staging, args=ocp.args.Composite(
+        state=ocp.args.StandardSave(state),
+        record=ocp.args.JsonSave(dict(record)),
+    ))
+    if self._primary:
+      _write_digests(staging)
+      final = os.path.join(self.directory, str(epoch))
+      if os.path.exists(final):
+        self._set_aside([epoch], sync=False)
+      os.rename(staging, final)  # the commit
+      _fsync_directory(self.directory)
+      self._delete(self.steps()[: -self._max_to_keep])
+    self._sync('optax_clr_checkpoint_commit')
+
+  def restore(
+      self, make_target: Callable[[dict[str, Any]], Any]
+  ) -> tuple[Any, dict[str, Any]] | None:
+    """Restores the newest intact checkpoint.
+
+    Args:
+      make_target: called with the checkpoint's record before its state is
+        read; returns a state pytree with the structure, dtypes and
+        shardings to restore into. It may raise (a config that does not
+        match the record): the error propagates and nothing is changed.
 
     Returns:
       ``(state, record)``, or None when the directory holds no checkpoint.
 
     Raises:
-      CheckpointError: there are checkpoints but none is complete.
+      CheckpointError: there are checkpoints but none is intact, or the
+        newest intact one holds a state of another structure than the
+        target's.
     """
-    self._manager.reload()
-    steps = sorted(self._manager.all_steps(), reverse=True)
+    self._remove_partial_writes()
+    steps = sorted(self.steps(), reverse=True)
     if not steps:
-      leftovers = sorted(os.listdir(self.directory))
-      if leftovers:
-        self._log(
-            f'No complete checkpoint in {self.directory} (only partial'
-            f' writes: {", ".join(leftovers)}); starting from scratch.'
-        )
       return None
     errors = []
     for step in steps:
@@ -159,25 +318,58 @@ class Checkpointer:
         self._log(f'Checkpoint {path} is damaged or incomplete ({error});'
                   ' trying an older one.')
         continue
-      restored = self._manager.restore(
-          step,
-          args=ocp.args.Composite(
-              state=ocp.args.StandardRestore(target),
-              record=ocp.args.JsonRestore(),
-          ),
-      )
+      record = dict(self._orbax.restore(
+          path, args=ocp.args.Composite(record=ocp.args.JsonRestore())
+      ).record)
+      target = make_target(record)
+      try:
+        restored = self._orbax.restore(path, args=ocp.args.Composite(
+            state=ocp.args.StandardRestore(target)))
+      except (ValueError, KeyError, TypeError) as error:
+        reason = str(error).strip().split('\n', 1)[0][:200]
+        raise CheckpointError(
+            f'{path} holds a training state of another structure than this'
+            f' code builds for the same flags ({reason}). Resume it with the'
+            ' version of the trainer that wrote it, or pass a new --workdir.'
+        ) from error
       if errors:
         self._set_aside(steps[: steps.index(step)])
-      return restored.state, dict(restored.record)
+      return restored.state, record
     raise CheckpointError(
         f'No complete checkpoint in {self.directory}; refusing to start from'
         ' scratch over them. Move the directory aside (or pass a new'
         ' --workdir) to start afresh. Problems:\n  ' + '\n  '.join(errors)
     )
 
-  def _set_aside(self, steps: list[int]) -> None:
-    """Moves damaged checkpoints out of the manager's directory."""
-    if jax.process_index() == 0:
+  def _remove_partial_writes(self) -> None:
+    """Removes what a save or a deletion cut short left behind."""
+    if self._primary:
+      partial = sorted(
+          name for name in os.listdir(self.directory)
+          if name.startswith((_STAGING_PREFIX, _DELETING_PREFIX))
+          or _ORBAX_TMP in name
+      )
+      for name in partial:
+        path = os.path.join(self.directory, name)
+        if os.path.isdir(path):
+          shutil.rmtree(path)
+        else:
+          os.remove(path)
+      if partial:
+        self._log(f'Removed partial writes of an interrupted save from'
+                  f' {self.directory}: {", ".join(partial)}.')
+    self._sync('optax_clr_remove_partial_writes')
+
+  def _delete(self, steps: list[int]) -> None:
+    """Deletes old checkpoints: renamed out of the listing first."""
+    for step in steps:
+      doomed = os.path.join(self.directory, f'{_DELETING_PREFIX}{step}')
+      os.rename(os.path.join(self.directory, str(step)), doomed)
+      shutil.rmtree(doomed)
+
+  def _set_aside(self, steps: list[int], *, sync: bool = True) -> None:
+    """Moves damaged checkpoints out of the checkpoint directory."""
+    if self._primary:
       stamp = time.strftime('%Y%m%d-%H%M%S')
       for step in steps:
         source = os.path.join(self.directory, str(step))
@@ -187,14 +379,13 @@ class Checkpointer:
         os.makedirs(os.path.dirname(destination), exist_ok=True)
         shutil.move(source, destination)
         self._log(f'Moved the damaged checkpoint to {destination}.')
-    self._sync('optax_clr_set_aside_checkpoints')
-    self._manager.reload()
+    if sync:
+      self._sync('optax_clr_set_aside_checkpoints')
 
   def _sync(self, name: str) -> None:
     if jax.process_count() > 1:
       multihost_utils.sync_global_devices(name)
 
   def close(self) -> None:
-    """Waits for pending saves and releases the manager."""
-    self._manager.wait_until_finished()
-    self._manager.close()
+    """Releases Orbax's resources."""
+    self._orbax.close()

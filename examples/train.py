@@ -137,11 +137,16 @@ class Config:
 class NonFiniteLossError(RuntimeError):
   """The training loss became NaN or infinite."""
 
-  def __init__(self, step: int, lr: float, loss: float):
+  def __init__(self, step: int, lr: float, loss: float, *, workdir: str,
+               epochs_kept: int):
+    kept = (f'its checkpoint after epoch {epochs_kept}' if epochs_kept
+            else 'no checkpoint (the first epoch did not finish)')
     super().__init__(
         f'Non-finite training loss {loss} at step {step} (learning rate'
-        f' {lr:.6g}); stopping. The last good checkpoint is kept: lower'
-        ' --max-lr/--base-lr (or try --find-lr) and run again.'
+        f' {lr:.6g}); stopping. {workdir} keeps {kept}, but it resumes only'
+        ' with the same flags, which repeat the same steps and stop here'
+        ' again. Start a new run with a new --workdir and a lower'
+        ' --max-lr/--base-lr (or --find-lr).'
     )
     self.step = step
     self.lr = lr
@@ -464,22 +469,38 @@ def find_lr_bounds(
   return float(base_lr), float(max_lr)
 
 
-def _resume_config(config: Config, saved: dict[str, Any]) -> Config:
-  """The config to continue a checkpointed run with, or ValueError."""
+def _resume_config(config: Config, record: dict[str, Any]) -> Config:
+  """The config to continue a checkpointed run with, or ValueError.
+
+  Compared with the checkpoint's record before Orbax reads its arrays, so a
+  flag that changes the state's structure (``--optimizer``, ``--model``,
+  ``--cycle-momentum``, ``--momentum 0``) is named like any other change.
+  """
+  saved, done = record['config'], record['epoch']
   if config.find_lr:
     # The range test ran when the run started; reuse the bounds it found.
     config = dataclasses.replace(
-        config, base_lr=saved['base_lr'], max_lr=saved['max_lr'])
+        config, base_lr=saved.get('base_lr', config.base_lr),
+        max_lr=saved.get('max_lr', config.max_lr))
   fields = _RESUME_FIELDS
   if config.schedule == 'one_cycle':
     fields += ('epochs',)  # one cycle spans exactly the whole run
+    allowed = ('Use the same flags (one_cycle spans the whole run, so'
+               ' --epochs cannot change either)')
+  else:
+    allowed = 'Use the same flags (only --epochs may grow)'
   changed = [f'{name}: {saved.get(name)!r} -> {getattr(config, name)!r}'
              for name in fields if saved.get(name) != getattr(config, name)]
   if changed:
     raise ValueError(
         'The workdir holds a checkpoint of a different run ('
-        + '; '.join(changed) + '). Use the same flags (only --epochs may'
-        ' grow), or a new --workdir.'
+        + '; '.join(changed) + f'). {allowed}, or a new --workdir.'
+    )
+  if config.epochs < done:
+    raise ValueError(
+        f'The workdir holds a checkpoint after epoch {done}; --epochs'
+        f' {config.epochs} would end before it. Pass --epochs {done} (or'
+        ' more, to train on), or a new --workdir.'
     )
   return config
 
@@ -515,10 +536,25 @@ def train_and_evaluate(config: Config, workdir: str) -> dict[str, float]:
   Raises:
     NonFiniteLossError: the loss became NaN or infinite.
     data.DataError: the dataset files are missing or corrupt.
-    checkpointing.CheckpointError: the workdir's checkpoints are all damaged.
-    ValueError: the config is invalid or does not match the checkpoint.
+    checkpointing.CheckpointError: the workdir's checkpoints are all
+      damaged, or hold a state of another structure.
+    checkpointing.WorkdirError: the workdir is a file, or another run holds
+      it.
+    metrics_log.MetricsError: the metrics file is damaged before the
+      checkpoint (a ValueError).
+    ValueError: a flag is out of range, or the flags do not match the
+      checkpoint.
   """
   check_config(config)
+  lock = checkpointing.lock_workdir(workdir)
+  try:
+    return _train_and_evaluate(config, workdir)
+  finally:
+    lock.release()
+
+
+def _train_and_evaluate(config: Config, workdir: str) -> dict[str, float]:
+  """:func:`train_and_evaluate` once the workdir is locked."""
   primary = jax.process_index() == 0
   log = tqdm.tqdm.write if primary else lambda message: None
   dataset = data.load_dataset(config.dataset, config.data_dir)
@@ -533,13 +569,13 @@ def train_and_evaluate(config: Config, workdir: str) -> dict[str, float]:
   _step_size(config, steps_per_epoch)
   if not config.find_lr:  # otherwise the range test picks base/max LR
     make_optimizer(config, steps_per_epoch)
-  os.makedirs(workdir, exist_ok=True)
-  run = _Run(config, dataset, parallel.Placement(), steps_per_epoch, log)
+  run = _Run(config, dataset, parallel.Placement(), steps_per_epoch, log,
+             workdir)
   checkpointer = checkpointing.Checkpointer(
       workdir, max_to_keep=config.keep_checkpoints, log=log)
   metrics = None
   try:
-    run, state, data_rng, start_epoch = _start(run, checkpointer, workdir)
+    run, state, data_rng, start_epoch = _start(run, checkpointer)
     name = 'metrics.jsonl' if primary else (
         f'metrics-process{jax.process_index()}.jsonl')
     metrics = metrics_log.MetricsLog(
@@ -548,6 +584,7 @@ def train_and_evaluate(config: Config, workdir: str) -> dict[str, float]:
       images, labels = data.epoch_batches(
           dataset.train_images, dataset.train_labels, config.batch_size,
           data_rng)
+      # The epoch's records are on disk before its checkpoint commits.
       state = _train_epoch(run, state, epoch, images, labels, metrics)
       checkpointer.save(epoch + 1, nnx.to_pure_dict(state), {
           'epoch': epoch + 1,
@@ -558,8 +595,6 @@ def train_and_evaluate(config: Config, workdir: str) -> dict[str, float]:
     checkpointer.close()
     if primary and metrics is not None and metrics.records:
       metrics_log.plot_metrics(metrics.records, workdir)
-  if not metrics.records:
-    raise ValueError(f'epochs={config.epochs}: nothing was trained.')
   final = _final_metrics(metrics.records)
   final.update(base_lr=run.config.base_lr, max_lr=run.config.max_lr)
   return final
@@ -574,6 +609,7 @@ class _Run:
   placement: parallel.Placement
   steps_per_epoch: int
   log: Callable[[str], None]
+  workdir: str = ''
   graphdef: nnx.GraphDef | None = None
 
   def build(self, config: Config) -> tuple['_Run', nnx.State]:
@@ -587,24 +623,32 @@ class _Run:
 
 
 def _start(
-    run: _Run, checkpointer: checkpointing.Checkpointer, workdir: str
+    run: _Run, checkpointer: checkpointing.Checkpointer
 ) -> tuple[_Run, nnx.State, np.random.Generator, int]:
   """Restores the newest checkpoint, or starts afresh (range test first)."""
   config = run.config
-  run, state = run.build(config)
-  restored = checkpointer.restore(nnx.to_pure_dict(state))
+  resumed = {}
+
+  def target(record: dict[str, Any]) -> Any:
+    # The flags are checked against the record before any array is read.
+    resumed['run'], resumed['state'] = run.build(
+        _resume_config(config, record))
+    return nnx.to_pure_dict(resumed['state'])
+
+  restored = checkpointer.restore(target)
   data_rng = np.random.default_rng(config.seed)
   if restored is None:
     if config.find_lr:
-      base_lr, max_lr = find_lr_bounds(config, run.dataset, run.log, workdir)
-      run, state = run.build(
-          dataclasses.replace(config, base_lr=base_lr, max_lr=max_lr))
+      base_lr, max_lr = find_lr_bounds(
+          config, run.dataset, run.log, run.workdir)
+      config = dataclasses.replace(config, base_lr=base_lr, max_lr=max_lr)
+    run, state = run.build(config)
     return run, state, data_rng, 0
   pure_state, record = restored
-  run, _ = run.build(_resume_config(config, record['config']))
+  run, state = resumed['run'], resumed['state']
   nnx.replace_by_pure_dict(state, pure_state)
   data_rng.bit_generator.state = record['rng']
-  run.log(f'Resuming {workdir} after epoch {record["epoch"]}.')
+  run.log(f'Resuming {run.workdir} after epoch {record["epoch"]}.')
   return run, state, data_rng, record['epoch']
 
 
@@ -629,7 +673,8 @@ def _train_epoch(
               for key, value in jax.device_get(values).items()}
     if not math.isfinite(values['loss']):
       metrics.extend(records)
-      raise NonFiniteLossError(step + i, values['lr'], values['loss'])
+      raise NonFiniteLossError(step + i, values['lr'], values['loss'],
+                               workdir=run.workdir, epochs_kept=epoch)
     records.append({'step': step + i, 'epoch': epoch, **values})
     bar.set_postfix(loss=f'{values["loss"]:.4f}',
                     acc=f'{values["accuracy"]:.3f}',
@@ -735,7 +780,7 @@ def main(argv: Sequence[str] | None = None) -> int:
   try:
     final = train_and_evaluate(config, workdir)
   except (NonFiniteLossError, data.DataError, checkpointing.CheckpointError,
-          ValueError) as error:
+          checkpointing.WorkdirError, ValueError) as error:
     print(f'error: {error}', file=sys.stderr)
     return 1
   if jax.process_index() == 0:

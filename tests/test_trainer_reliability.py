@@ -123,6 +123,62 @@ def test_metrics_are_on_disk_line_by_line(reference):
     assert isinstance(json.loads(line), dict)
 
 
+# 2: one trainer per workdir.
+
+_HOLD_LOCK = '''
+import sys
+from examples import checkpointing
+lock = checkpointing.WorkdirLock(sys.argv[1])
+lock.acquire()
+print('locked', flush=True)
+sys.stdin.read()
+'''
+
+
+def test_second_trainer_on_a_workdir_stops_at_once(tmp_path, capsys):
+  workdir = str(tmp_path / 'run')
+  os.makedirs(workdir)
+  holder = subprocess.Popen(
+      [sys.executable, '-c', _HOLD_LOCK, workdir], cwd=REPO,
+      stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True,
+      env={**os.environ, 'JAX_PLATFORMS': 'cpu'})
+  try:
+    assert holder.stdout.readline().strip() == 'locked'
+
+    status = train.main(['--workdir', workdir, '--epochs', '1', *FLAGS])
+
+    assert status == 1
+    stderr = capsys.readouterr().err
+    assert workdir in stderr
+    assert f'pid {holder.pid}' in stderr and socket.gethostname() in stderr
+    assert sorted(os.listdir(workdir)) == [checkpointing.LOCK_FILE]
+
+    # A holder killed with SIGKILL leaves the file but not the lock.
+    holder.send_signal(signal.SIGKILL)
+    holder.wait(timeout=60)
+    assert train.main(['--workdir', workdir, '--epochs', '1', *FLAGS]) == 0
+  finally:
+    if holder.poll() is None:
+      holder.kill()
+      holder.wait(timeout=60)
+    holder.stdout.close()
+    holder.stdin.close()
+
+
+def test_the_lock_is_released_when_a_run_fails(tmp_path):
+  workdir = str(tmp_path / 'run')
+  lock = checkpointing.WorkdirLock(workdir)
+  lock.acquire()
+  with pytest.raises(checkpointing.WorkdirError, match='already in use'):
+    train.train_and_evaluate(CONFIG, workdir)
+  lock.release()
+  with pytest.raises(ValueError, match='--eval-batch-size'):
+    train.train_and_evaluate(
+        dataclasses.replace(CONFIG, eval_batch_size=0), workdir)
+  lock.acquire()
+  lock.release()
+
+
 # 3: flags out of range are refused before any training.
 
 _BAD_FLAGS = [
@@ -184,3 +240,145 @@ def test_bad_process_flags(tmp_path, capsys, flags, name):
     train.main(['--workdir', str(tmp_path), '--coordinator', '127.0.0.1:1',
                 *flags])
   assert name in capsys.readouterr().err
+
+
+# 4: a resume with other flags is refused by name, before Orbax reads.
+
+
+@pytest.mark.parametrize('change', [
+    {'optimizer': 'adam'}, {'model': 'mlp'}, {'cycle_momentum': True},
+    {'momentum': 0.0}, {'seed': 1}, {'batch_size': 128},
+])
+def test_resume_with_another_structure_names_the_change(copy, change):
+  changed = dataclasses.replace(CONFIG, **change)
+  with pytest.raises(ValueError, match='different run') as info:
+    train.train_and_evaluate(changed, copy)
+  message = str(info.value)
+  (name, value), = change.items()
+  assert f'{name}: {getattr(CONFIG, name)!r} -> {value!r}' in message
+  assert len(message) < 400, message
+
+
+def test_one_cycle_resume_does_not_offer_more_epochs(tmp_path):
+  config = dataclasses.replace(CONFIG, schedule='one_cycle', epochs=1)
+  workdir = str(tmp_path / 'run')
+  train.train_and_evaluate(config, workdir)
+  with pytest.raises(ValueError, match=r'epochs: 1 -> 2') as info:
+    train.train_and_evaluate(dataclasses.replace(config, epochs=2), workdir)
+  assert 'may grow' not in str(info.value)
+  assert 'one_cycle' in str(info.value)
+
+
+def test_fewer_epochs_than_trained_is_refused(copy):
+  with pytest.raises(ValueError, match='--epochs 1') as info:
+    train.train_and_evaluate(dataclasses.replace(CONFIG, epochs=1), copy)
+  assert 'after epoch 2' in str(info.value)
+
+
+def test_checkpoint_of_another_structure_is_a_short_error(tmp_path):
+  checkpointer = checkpointing.Checkpointer(str(tmp_path), log=print)
+  try:
+    checkpointer.save(1, {'w': np.zeros(3, np.float32)}, {'epoch': 1})
+    with pytest.raises(checkpointing.CheckpointError) as info:
+      checkpointer.restore(lambda record: {'v': np.zeros(2, np.float32)})
+  finally:
+    checkpointer.close()
+  message = str(info.value)
+  assert os.path.join(str(tmp_path), 'checkpoints', '1') in message
+  assert len(message) < 600, message
+
+
+# 5: a kill inside the save never leaves an unresumable workdir.
+
+
+def _kill_after_orbax(monkeypatch):
+  """Kills the run when the digest would be computed, Orbax having written."""
+
+  def killed(directory):
+    raise _Killed(directory)
+
+  monkeypatch.setattr(checkpointing, 'file_digests', killed)
+
+
+def test_kill_before_the_first_digest_resumes(reference, tmp_path,
+                                              monkeypatch, capsys):
+  workdir = str(tmp_path / 'run')
+  with monkeypatch.context() as patch:
+    _kill_after_orbax(patch)
+    with pytest.raises(_Killed):
+      train.train_and_evaluate(CONFIG, workdir)
+
+  final = train.train_and_evaluate(CONFIG, workdir)
+
+  _assert_same_run(workdir, reference, final)
+  assert 'Resuming' not in capsys.readouterr().out
+
+
+def test_kill_before_a_later_digest_resumes(reference, tmp_path,
+                                            monkeypatch, capsys):
+  workdir = _after_one_epoch(tmp_path)
+  with monkeypatch.context() as patch:
+    _kill_after_orbax(patch)
+    with pytest.raises(_Killed):
+      train.train_and_evaluate(CONFIG, workdir)
+
+  final = train.train_and_evaluate(CONFIG, workdir)
+
+  _assert_same_run(workdir, reference, final)
+  assert 'after epoch 1' in capsys.readouterr().out
+
+
+def test_every_listed_checkpoint_has_its_digest(reference):
+  directory = os.path.join(reference[0], 'checkpoints')
+  steps = [name for name in os.listdir(directory) if name.isdigit()]
+  assert sorted(steps) == ['1', '2']
+  for step in steps:
+    checkpointing.check_digests(os.path.join(directory, step))
+
+
+# 7: messages instead of tracebacks, and advice that works.
+
+
+def test_non_finite_loss_says_how_to_go_on(tmp_path, capsys):
+  workdir = str(tmp_path / 'diverged')
+  args = ['--schedule', 'exponential_decay', '--max-lr', '0.01',
+          '--decay-rate', '1000', '--step-size-epochs', '1', '--batch-size',
+          '512', '--epochs', '6', '--no-progress']
+  assert train.main(['--workdir', workdir, *args]) == 1
+  stderr = capsys.readouterr().err
+  assert 'Non-finite training loss' in stderr
+  assert workdir in stderr and 'new --workdir' in stderr
+
+  # The same workdir refuses other rates by name...
+  lower = [*args, '--max-lr', '1e-4', '--decay-rate', '0.5']
+  assert train.main(['--workdir', workdir, *lower]) == 1
+  assert 'max_lr: 0.01 -> 0.0001' in capsys.readouterr().err
+  # ...and a new one trains with them, as the message says.
+  assert train.main(['--workdir', str(tmp_path / 'new'), *lower]) == 0
+
+
+def test_workdir_that_is_a_file(tmp_path, capsys):
+  path = tmp_path / 'run'
+  path.write_text('not a directory')
+
+  status = train.main(['--workdir', str(path), '--epochs', '1', *FLAGS])
+
+  assert status == 1
+  stderr = capsys.readouterr().err
+  assert str(path) in stderr and 'not a directory' in stderr
+  assert path.read_text() == 'not a directory'
+
+
+@pytest.mark.parametrize('payload', ['5', 'null', '["state"]', '"x"',
+                                     '{"record/metadata": 5}', '{"'])
+def test_digest_of_the_wrong_type_is_damage(copy, reference, capsys,
+                                            payload):
+  digest = os.path.join(copy, 'checkpoints', '2', checkpointing.DIGEST_FILE)
+  with open(digest, 'w') as f:
+    f.write(payload)
+
+  final = train.train_and_evaluate(CONFIG, copy)
+
+  output = capsys.readouterr().out
+  assert 'checkpoints/2 is damaged' in output and 'after epoch 1' in output
+  _assert_same_run(copy, reference, final)
