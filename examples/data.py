@@ -40,6 +40,7 @@ _DIGITS_MAX_PIXEL = 16.0
 _DIGITS_TEST_FRACTION = 0.2
 _DIGITS_SPLIT_SEED = 0
 _CIFAR10_SHAPE = (3, 32, 32)
+_CIFAR10_CLASSES = 10
 
 
 class Dataset(NamedTuple):
@@ -215,7 +216,8 @@ def read_idx(path: str) -> np.ndarray:
 
 def _load_idx_split(
     data_dir: str, prefix: str
-) -> tuple[np.ndarray, np.ndarray]:
+) -> tuple[np.ndarray, np.ndarray, str]:
+  """A split's images and labels, and the path of its images file."""
   images_path = _find_file(data_dir, f'{prefix}-images-idx3-ubyte', IDX_FILES)
   labels_path = _find_file(data_dir, f'{prefix}-labels-idx1-ubyte', IDX_FILES)
   images = read_idx(images_path)
@@ -225,18 +227,29 @@ def _load_idx_split(
         f'{images_path} must hold images [n, rows, cols], got shape'
         f' {images.shape}.'
     )
+  if not images.size:
+    raise DataError(
+        f'{images_path} holds no images (shape {images.shape}): the split'
+        ' must not be empty.'
+    )
   if labels.shape != images.shape[:1]:
     raise DataError(
         f'{labels_path} holds {labels.shape} labels for {images.shape[0]}'
         f' images in {images_path}.'
     )
   return (images[..., None].astype(np.float32) / 255.0,
-          labels.astype(np.int32))
+          labels.astype(np.int32), images_path)
 
 
 def _load_idx_dataset(data_dir: str) -> Dataset:
-  train_x, train_y = _load_idx_split(data_dir, 'train')
-  test_x, test_y = _load_idx_split(data_dir, 't10k')
+  train_x, train_y, train_path = _load_idx_split(data_dir, 'train')
+  test_x, test_y, test_path = _load_idx_split(data_dir, 't10k')
+  if test_x.shape[1:3] != train_x.shape[1:3]:
+    raise DataError(
+        f'{test_path} holds images of {test_x.shape[1:3]} pixels, but the'
+        f' training images in {train_path} are {train_x.shape[1:3]}: both'
+        ' splits must come from the same dataset.'
+    )
   num_classes = int(max(train_y.max(), test_y.max())) + 1
   return Dataset(train_x, train_y, test_x, test_y, num_classes)
 
@@ -260,13 +273,27 @@ def _read_cifar_batch(path: str) -> tuple[np.ndarray, np.ndarray]:
   if data is None or labels is None:
     raise DataError(f'{path} is not a CIFAR-10 batch (no data or labels).')
   data = np.asarray(data, np.uint8)
-  labels = np.asarray(labels, np.int32)
+  labels = np.asarray(labels)
   row = int(np.prod(_CIFAR10_SHAPE))
-  if data.ndim != 2 or data.shape[1] != row or len(labels) != len(data):
+  if (data.ndim != 2 or data.shape[1] != row or labels.ndim != 1
+      or len(labels) != len(data)):
     raise DataError(
         f'{path} must hold data [n, {row}] and n labels, got data'
         f' {data.shape} and {labels.shape} labels.'
     )
+  if not len(data):
+    raise DataError(f'{path} holds no images: a batch must not be empty.')
+  if labels.dtype.kind not in 'iu':
+    raise DataError(
+        f'{path} must hold integer labels, got {labels.dtype} values.')
+  outside = np.flatnonzero((labels < 0) | (labels >= _CIFAR10_CLASSES))
+  if outside.size:
+    raise DataError(
+        f'{path} holds label {labels[outside[0]]} (at index {outside[0]};'
+        f' {outside.size} in all) outside the CIFAR-10 classes'
+        f' 0..{_CIFAR10_CLASSES - 1}.'
+    )
+  labels = labels.astype(np.int32)
   # Rows are channel-major (1024 red, 1024 green, 1024 blue): make NHWC.
   images = data.reshape((-1,) + _CIFAR10_SHAPE).transpose(0, 2, 3, 1)
   return images.astype(np.float32) / 255.0, labels
@@ -288,4 +315,5 @@ def _load_cifar10(data_dir: str) -> Dataset:
   test_x, test_y = _read_cifar_batch(paths[-1])
   train_x = np.concatenate([images for images, _ in train])
   train_y = np.concatenate([labels for _, labels in train])
-  return Dataset(train_x, train_y, test_x, test_y, num_classes=10)
+  return Dataset(train_x, train_y, test_x, test_y,
+                 num_classes=_CIFAR10_CLASSES)

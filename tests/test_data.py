@@ -138,6 +138,23 @@ class TestIdx:
       data.load_dataset('mnist', str(tmp_path))
     assert path in str(info.value)
 
+  @pytest.mark.parametrize('prefix', ['train', 't10k'])
+  def test_empty_split(self, tmp_path, prefix):
+    _write_mnist(tmp_path, **{'n_train' if prefix == 'train' else 'n_test': 0})
+    with pytest.raises(data.DataError, match='no images') as info:
+      data.load_dataset('mnist', str(tmp_path))
+    assert os.path.join(str(tmp_path), f'{prefix}-images-idx3-ubyte') in str(
+        info.value)
+
+  def test_test_images_of_another_shape(self, tmp_path):
+    _write_mnist(tmp_path)
+    path = os.path.join(tmp_path, 't10k-images-idx3-ubyte')
+    _write_idx(path, np.zeros((5, 7, 6)))
+    with pytest.raises(data.DataError, match=r'\(7, 6\)') as info:
+      data.load_dataset('mnist', str(tmp_path))
+    message = str(info.value)
+    assert path in message and '(6, 6)' in message
+
   def test_label_count_mismatch(self, tmp_path):
     _write_mnist(tmp_path)
     _write_idx(os.path.join(tmp_path, 'train-labels-idx1-ubyte'), [1, 2])
@@ -192,6 +209,29 @@ class TestCifar10:
                   f)
     with pytest.raises(data.DataError, match=r'data \[n, 3072\]'):
       data.load_dataset('cifar10', str(tmp_path))
+
+
+  @pytest.mark.parametrize('label', [10, 12, -1])
+  @pytest.mark.parametrize('name', ['data_batch_3', 'test_batch'])
+  def test_label_out_of_range(self, tmp_path, name, label):
+    batches = _write_cifar(str(tmp_path))
+    path = os.path.join(tmp_path, name)
+    batch = batches[name]
+    batch[b'labels'][1] = label
+    with open(path, 'wb') as f:
+      pickle.dump(batch, f, protocol=2)
+    with pytest.raises(data.DataError, match=f'label {label}') as info:
+      data.load_dataset('cifar10', str(tmp_path))
+    assert path in str(info.value)
+
+  def test_empty_batch(self, tmp_path):
+    _write_cifar(str(tmp_path))
+    path = os.path.join(tmp_path, 'test_batch')
+    with open(path, 'wb') as f:
+      pickle.dump({b'data': np.zeros((0, 3072), np.uint8), b'labels': []}, f)
+    with pytest.raises(data.DataError, match='no images') as info:
+      data.load_dataset('cifar10', str(tmp_path))
+    assert path in str(info.value)
 
 
 def test_unknown_dataset():
