@@ -35,7 +35,7 @@ from benchmarks import _harness
 from benchmarks import _report
 # pylint: enable=g-import-not-at-top,wrong-import-position
 
-BENCHMARKS = ('step', 'eval', 'cycles', 'sweep', 'range', 'torch')
+BENCHMARKS = ('step', 'eval', 'cycles', 'sweep', 'range', 'compile', 'torch')
 # Run only when named (``benchmarks/<name>.py``): quality studies, not timings.
 STUDIES = ('suggest',)
 RESULTS_DIR = os.path.join(os.path.dirname(os.path.abspath(__file__)), 'results')

@@ -43,6 +43,7 @@ import jax
 import numpy as np
 import optax
 
+from examples import compile_cache
 from examples import data
 from examples import model as model_lib
 from examples import multi_model
@@ -330,6 +331,7 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
   add('--target', type=float, default=None,
       help='test accuracy to reach (default: the baseline\'s final mean)')
   add('--out', default=os.path.join('docs', 'compare'))
+  compile_cache.add_flag(parser)
   return parser.parse_args(argv)
 
 
@@ -424,7 +426,9 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
 
 def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
   start = time.perf_counter()
-  results = run(parse_args(argv))
+  args = parse_args(argv)
+  compile_cache.enable(args.compilation_cache)
+  results = run(args)
   print(f'total {time.perf_counter() - start:.1f} s')
   return results
 

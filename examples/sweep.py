@@ -40,6 +40,7 @@ import numpy as np
 import optax
 
 import optax_clr
+from examples import compile_cache
 from examples import data
 from examples import model as model_lib
 from examples import multi_model
@@ -270,12 +271,14 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
                       help='steps of the per-step (Python loop) timing')
   parser.add_argument('--heatmap', default=os.path.join(
       'docs', 'images', 'sweep_heatmap.png'))
+  compile_cache.add_flag(parser)
   return parser.parse_args(argv)
 
 
 def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
   """Runs the sweep; returns the table, accuracies and timings."""
   args = parse_args(argv)
+  compile_cache.enable(args.compilation_cache)
   dataset = data.load_dataset(args.dataset, args.data_dir)
   steps_per_epoch = len(dataset.train_labels) // args.batch_size
   grid = Grid(args.max_lrs, args.step_size_epochs, args.seeds)
