@@ -370,12 +370,19 @@ def test_workdir_that_is_a_file(tmp_path, capsys):
 
 
 @pytest.mark.parametrize('payload', ['5', 'null', '["state"]', '"x"',
-                                     '{"record/metadata": 5}', '{"'])
-def test_digest_of_the_wrong_type_is_damage(copy, reference, capsys,
-                                            payload):
+                                     '{"state": 5}', '{"'])
+def test_digest_of_the_wrong_type_is_damage(tmp_path, payload):
+  (tmp_path / 'state').write_bytes(b'arrays')
+  (tmp_path / checkpointing.DIGEST_FILE).write_text(payload)
+  with pytest.raises(ValueError, match=checkpointing.DIGEST_FILE):
+    checkpointing.check_digests(str(tmp_path))
+
+
+def test_checkpoint_with_a_digest_of_the_wrong_type_falls_back(
+    copy, reference, capsys):
   digest = os.path.join(copy, 'checkpoints', '2', checkpointing.DIGEST_FILE)
   with open(digest, 'w') as f:
-    f.write(payload)
+    f.write('5')
 
   final = train.train_and_evaluate(CONFIG, copy)
 
