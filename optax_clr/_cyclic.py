@@ -142,7 +142,7 @@ def cyclic_schedule(
   (``"triangular2"``), :math:`\gamma^{t}` (``"exp_range"``) or
   ``scale_fn(cycle)`` / ``scale_fn(t)`` for a custom ``scale_fn`` with
   ``scale_mode`` ``"cycle"`` / ``"iterations"``. With symmetric cycles this
-  is the seed's ``cycle = floor(1 + t / (2 step_size))``,
+  is Smith's (2015) ``cycle = floor(1 + t / (2 step_size))``,
   ``x = |t / step_size - 2 cycle + 1|``, ``lr = base + (max - base) max(0,
   1 - x) scale``.
 
