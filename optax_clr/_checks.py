@@ -29,6 +29,11 @@ def _numeric(name: str, value: Any) -> np.ndarray | None:
   Every integer and floating dtype is accepted, JAX's bfloat16 and float16
   included; bools, complex numbers, strings and None are not.
   """
+  if isinstance(value, (list, tuple, dict, set, str, bytes)):
+    raise TypeError(
+        f'{name} must be a real number or an array, got {value!r} of type'
+        f' {type(value).__name__}.'
+    )
   array = concrete(value)
   if array is None:
     return None
@@ -117,20 +122,41 @@ def check_number(
   array = _numeric(name, value)
   if array is None:
     return
-  check_fits(name, value, float_dtype(value))
+  dtype = float_dtype(value)
+  check_fits(name, value, dtype)
+  tiny = float(jax.numpy.finfo(dtype).tiny)
+  if np.any((array != 0) & (np.abs(array) < tiny)):
+    raise ValueError(
+        f'{name}={value!r} is below {tiny:.4g}, the smallest normal'
+        f' {dtype.name} number; XLA flushes such numbers to zero. Use 0 or a'
+        ' larger value.'
+    )
+  # The bounds must hold for the value the schedule computes with too: 1e-50
+  # is > 0 but rounds to 0 in float32.
+  rounded = array.astype(dtype)
   too_low = lower is not None and (
-      np.any(array <= lower) if lower_open else np.any(array < lower)
+      np.any(array <= lower) or np.any(rounded <= lower)
+      if lower_open
+      else np.any(array < lower)
   )
   too_high = upper is not None and (
-      np.any(array >= upper) if upper_open else np.any(array > upper)
+      np.any(array >= upper) or np.any(rounded >= upper)
+      if upper_open
+      else np.any(array > upper)
   )
   if too_low or too_high:
     left = '(' if lower_open else '['
     right = ')' if upper_open else ']'
     low = '-inf' if lower is None else f'{lower:g}'
     high = 'inf' if upper is None else f'{upper:g}'
+    rounding = (
+        f' (it rounds to {rounded!r} in {dtype.name})'
+        if np.any(rounded != array)
+        else ''
+    )
     raise ValueError(
-        f'{name} must lie in {left}{low}, {high}{right}, got {value!r}.'
+        f'{name} must lie in {left}{low}, {high}{right}, got'
+        f' {value!r}{rounding}.'
     )
 
 

@@ -92,3 +92,12 @@ def test_step_counts_beyond_int32_work_with_x64():
 def test_bad_values_are_named(value, error):
   with pytest.raises(error, match='base_lr'):
     optax_clr.triangular_schedule(value, 1.0, 10)
+
+
+@pytest.mark.parametrize('value', [1e-39, 1e-45, -1e-40, np.float64(1e-300),
+                                   np.asarray([0.1, 1e-40])], ids=repr)
+def test_subnormal_float32_values_are_refused(value):
+  # XLA flushes them to zero: a rate of 1e-45 would silently act as 0.
+  with pytest.raises(ValueError, match='base_lr=.*smallest normal float32'):
+    optax_clr.triangular_schedule(value, 1.0, 10)
+  assert optax_clr.triangular_schedule(0.0, 1.0, 10)(5) == 0.5

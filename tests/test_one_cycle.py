@@ -188,9 +188,10 @@ class TestBetterThanPyTorch:
 
 @pytest.mark.parametrize(
     'overrides,what',
-    [(dict(div_factor=1e-39), 'max_lr / div_factor'),
+    [(dict(max_lr=3e38, div_factor=0.5), 'max_lr / div_factor'),
      (dict(max_lr=1e30, div_factor=1e-10), 'max_lr / div_factor'),
-     (dict(final_div_factor=1e-40), 'max_lr / div_factor / final_div_factor')],
+     (dict(max_lr=1e30, div_factor=1.0, final_div_factor=1e-9),
+      'max_lr / div_factor / final_div_factor')],
 )
 def test_corners_that_overflow_float32_are_refused(overrides, what):
   arguments = dict(max_lr=1.0, total_steps=100)
