@@ -126,12 +126,15 @@ def exponential_decay_schedule(
 
   def schedule(count: jax.typing.ArrayLike) -> jax.Array:
     periods = _periods(count, decay_steps, staircase, dtype)
+    init = jnp.asarray(init_lr, dtype)
     # A growing rate (decay_rate > 1) saturates at the largest finite float
-    # instead of reaching inf (and 0 * inf = NaN for init_lr = 0); clipping
-    # the exponent, not the result, keeps gradients finite there too.
-    exponent = jnp.minimum(periods * log_rate, log_largest)
-    value = jnp.asarray(init_lr, dtype) * jnp.exp(exponent).astype(dtype)
-    return jnp.minimum(value, largest)
+    # instead of reaching inf (and 0 * inf = NaN for init_lr = 0). The
+    # exponent is clipped, not the result, so no branch holds an inf and the
+    # gradients stay finite.
+    exponent = periods * log_rate
+    value = init * jnp.exp(jnp.minimum(exponent, log_largest)).astype(dtype)
+    saturated = exponent + jnp.log(init) >= float(np.log(largest))
+    return jnp.where(saturated, largest, jnp.minimum(value, largest))
 
   return schedule
 

@@ -21,6 +21,13 @@ from optax_clr import _checks
 from optax_clr import _numerics
 
 
+# Just below log(largest finite float): exp of it rounds to a finite number.
+_LOG_LARGEST = {
+    np.dtype(dtype): float(np.log(np.finfo(dtype).max)) - 1e-3
+    for dtype in (np.float32, np.float64)
+}
+
+
 def _concrete_period_mult(period_mult: Any) -> int:
   """Checks that ``period_mult`` is a concrete whole number >= 1."""
   if _checks.concrete(period_mult) is None:
@@ -188,13 +195,18 @@ def cosine_restarts_schedule(
     fraction = position.astype(dtype) / length
     # (1 + cos(pi x)) / 2 == cos(pi x / 2)**2, without cancellation near 1.
     wave = jnp.square(jnp.cos(jnp.pi / 2 * fraction))
-    scale = jnp.where(
-        index == 0,
-        jnp.ones((), dtype),
-        jnp.exp(index.astype(dtype) * jnp.asarray(log_peak, dtype)),
-    )
+    # A growing peak (peak_mult > 1) saturates at the largest finite float:
+    # the exponent is clipped so the scale stays finite, and the finite
+    # product is formed before it so that no 0 * inf makes a NaN.
+    exponent = index.astype(dtype) * jnp.asarray(log_peak, dtype)
+    clipped = jnp.minimum(exponent, _LOG_LARGEST[dtype])
+    scale = jnp.where(index == 0, jnp.ones((), dtype), jnp.exp(clipped))
     low = jnp.asarray(min_lr, dtype)
     high = jnp.asarray(init_lr, dtype)
-    return low + (high - low) * scale * wave
+    amplitude = (high - low) * wave
+    largest = jnp.finfo(dtype).max
+    saturated = exponent + jnp.log(amplitude) >= jnp.log(largest)
+    value = jnp.minimum(low + amplitude * scale, largest)
+    return jnp.where(saturated & (index > 0), largest, value)
 
   return schedule
