@@ -1,4 +1,4 @@
-"""The seed's three decays: step, exponential and inverse time.
+"""Three classic decays: step, exponential and inverse time.
 
 optax has ``exponential_decay`` but it cannot be swept: it tests
 ``decay_rate`` with a Python ``if`` (a tracer under ``jax.vmap`` fails) and
@@ -44,7 +44,7 @@ def step_decay_schedule(
     \text{lr}(t) = \text{init\_lr} \cdot
       \text{factor}^{\lfloor t / \text{drop\_every} \rfloor}
 
-  The seed's "halve every n epochs" is ``factor=0.5`` with ``drop_every = n *
+  "Halve every n epochs" is ``factor=0.5`` with ``drop_every = n *
   steps_per_epoch``; PyTorch's ``StepLR(step_size, gamma)`` stepped per
   update is ``drop_every=step_size, factor=gamma``. ``init_lr`` and
   ``factor`` may be traced; concrete arguments are checked, traced ones are
@@ -88,12 +88,12 @@ def exponential_decay_schedule(
     \text{lr}(t) = \text{init\_lr} \cdot
       \text{decay\_rate}^{t / \text{decay\_steps}}
 
-  with the exponent floored when ``staircase``. The seed's
-  :math:`\alpha_t = 0.95^{\text{epoch}} \alpha_0` is ``decay_rate=0.95,
-  decay_steps=steps_per_epoch``. Matches ``optax.exponential_decay`` and
-  Keras ``ExponentialDecay`` but may be swept with ``jax.vmap`` over
-  ``init_lr`` and ``decay_rate``. Concrete arguments are checked; traced
-  ones are not.
+  with the exponent floored when ``staircase``. "Multiply by 0.95 per
+  epoch", :math:`\alpha_t = 0.95^{\text{epoch}} \alpha_0`, is
+  ``decay_rate=0.95, decay_steps=steps_per_epoch``. Matches
+  ``optax.exponential_decay`` and Keras ``ExponentialDecay`` but may be
+  swept with ``jax.vmap`` over ``init_lr`` and ``decay_rate``. Concrete
+  arguments are checked; traced ones are not.
 
   Args:
     init_lr: the rate at step 0, ``>= 0``.
@@ -154,8 +154,9 @@ def inverse_time_decay_schedule(
       {1 + \text{decay\_rate} \cdot t / \text{decay\_steps}}
 
   with ``t / decay_steps`` floored when ``staircase`` (Keras
-  ``InverseTimeDecay``; optax has none). The seed's fractional decay
-  ("分数衰减") is ``decay_steps=steps_per_epoch``. ``init_lr`` and
+  ``InverseTimeDecay``; optax has none). "Divide by 1 + k·epoch",
+  :math:`\alpha_t = \alpha_0 / (1 + k \cdot \text{epoch})`, is
+  ``decay_rate=k, decay_steps=steps_per_epoch``. ``init_lr`` and
   ``decay_rate`` may be traced; concrete arguments are checked, traced ones
   are not.
 
