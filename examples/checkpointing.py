@@ -244,7 +244,12 @@ class Checkpointer:
     self._max_to_keep = max_to_keep
     self._log = log
     if self._primary:
-      os.makedirs(self.directory, exist_ok=True)
+      try:
+        os.makedirs(self.directory, exist_ok=True)
+      except OSError as error:
+        raise CheckpointError(
+            f'Cannot use {self.directory} for checkpoints: {error}.'
+        ) from error
     self._sync('optax_clr_checkpoint_directory')
     self._orbax = ocp.Checkpointer(ocp.CompositeCheckpointHandler())
 

@@ -50,7 +50,10 @@ class MetricsLog:
     self.records: list[Record] = []
     if keep_epochs:
       self.records = _records_of_epochs(path, keep_epochs)
-    _replace(path, ''.join(_line(r) for r in self.records))
+    try:
+      _replace(path, ''.join(_line(r) for r in self.records))
+    except OSError as error:
+      raise MetricsError(f'Cannot write {path}: {error}.') from error
 
   def extend(self, records: Iterable[Record]) -> None:
     """Appends whole records and waits until they are on disk."""

@@ -369,6 +369,21 @@ def test_workdir_that_is_a_file(tmp_path, capsys):
   assert path.read_text() == 'not a directory'
 
 
+@pytest.mark.parametrize('inside', ['metrics.jsonl', 'checkpoints'])
+def test_a_file_where_a_directory_belongs(tmp_path, capsys, inside):
+  workdir = tmp_path / 'run'
+  (workdir / inside).parent.mkdir(parents=True, exist_ok=True)
+  if inside == 'metrics.jsonl':
+    (workdir / inside).mkdir()  # a directory where the file belongs
+  else:
+    (workdir / inside).write_text('not a directory')
+
+  status = train.main(['--workdir', str(workdir), '--epochs', '1', *FLAGS])
+
+  assert status == 1
+  assert str(workdir / inside) in capsys.readouterr().err
+
+
 @pytest.mark.parametrize('payload', ['5', 'null', '["state"]', '"x"',
                                      '{"state": 5}', '{"'])
 def test_digest_of_the_wrong_type_is_damage(tmp_path, payload):
