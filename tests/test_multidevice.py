@@ -62,6 +62,21 @@ assert len(batch.addressable_shards) == 4
 assert batch.addressable_shards[0].data.shape[0] == 8
 for leaf in jax.tree.leaves(state):
   assert leaf.sharding.is_fully_replicated, leaf.sharding
+# A global batch the 4 devices cannot split evenly is refused up front,
+# naming the batch size and the device count; nothing is trained.
+import os, tempfile
+workdir = tempfile.mkdtemp()
+try:
+  train.train_and_evaluate(train.Config(batch_size=30, progress=False),
+                           workdir)
+except ValueError as error:
+  message = str(error)
+  assert 'batch' in message and '30' in message, message
+  assert '4 devices' in message, message
+else:
+  raise AssertionError('batch_size=30 on 4 devices was accepted')
+assert not os.path.exists(os.path.join(workdir, 'metrics.jsonl'))
+assert not os.path.exists(os.path.join(workdir, 'checkpoints', '1'))
 print('ok')
 '''
 

@@ -128,16 +128,27 @@ def _leaves(tree):
   return jax.tree.leaves(tree)
 
 
-def test_resume_refuses_a_different_run(uninterrupted):
-  workdir, _ = uninterrupted
+def _copy(workdir, tmp_path):
+  """A private copy of a shared run: what a test does to it stays there."""
+  copy = str(tmp_path / 'run')
+  shutil.copytree(workdir, copy)
+  return copy
+
+
+def test_resume_refuses_a_different_run(uninterrupted, tmp_path):
+  reference, _ = uninterrupted
+  workdir = _copy(reference, tmp_path)
   changed = dataclasses.replace(CONFIG, max_lr=0.2)
   with pytest.raises(ValueError, match=r'max_lr: 0\.1 -> 0\.2'):
     train.train_and_evaluate(changed, workdir)
+  assert _read(workdir) == _read(reference)
 
 
-def test_finished_run_returns_its_metrics(uninterrupted):
-  workdir, final = uninterrupted
+def test_finished_run_returns_its_metrics(uninterrupted, tmp_path):
+  reference, final = uninterrupted
+  workdir = _copy(reference, tmp_path)
   assert train.train_and_evaluate(CONFIG, workdir) == final
+  assert _read(workdir) == _read(reference)
 
 
 def _flip_a_byte(workdir, epoch):
