@@ -1,9 +1,20 @@
-"""Two trainer processes under JAX's multi-controller runtime (gloo on CPU)."""
+"""Two trainer processes under JAX's multi-controller runtime (gloo on CPU).
+
+Two processes of two CPU devices each make the same 4-device mesh as one
+process with four devices: same global batch, same shards. So the 2-process
+run must reproduce the 1-process run up to the order of the cross-process
+reduction, and a process that fed the wrong slice of the global batch would
+not.
+"""
 
 import os
+import shutil
 import socket
 import subprocess
 import sys
+
+import numpy as np
+import pytest
 
 from examples import metrics_log
 
@@ -11,6 +22,21 @@ REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 SCRIPT = os.path.join(REPO, 'examples', 'train.py')
 NUM_PROCESSES = 2
 TIMEOUT_S = 300
+STEPS_PER_EPOCH = 1437 // 32
+# Float noise of a reduction in another order, far below what a wrong batch
+# slice, data order or restored state would change.
+RTOL, ATOL = 1e-5, 1e-6
+# What process 0 prints when its coordinator port was taken in the meantime.
+PORT_TAKEN = ('Failed to add port', 'Failed to start RPC server')
+ATTEMPTS = 4
+
+
+def _env(devices):
+  return {
+      **os.environ,
+      'JAX_PLATFORMS': 'cpu',  # bitwise resume is asserted on CPU
+      'XLA_FLAGS': f'--xla_force_host_platform_device_count={devices}',
+  }
 
 
 def _free_port():
@@ -19,38 +45,139 @@ def _free_port():
     return s.getsockname()[1]
 
 
-def test_two_processes_agree(tmp_path):
-  workdir = tmp_path / 'run'
-  env = {
-      **os.environ,
-      'JAX_PLATFORMS': 'cpu',
-      'XLA_FLAGS': '--xla_force_host_platform_device_count=2',
-  }
-  coordinator = f'127.0.0.1:{_free_port()}'
-  processes = [
-      subprocess.Popen(
-          [sys.executable, SCRIPT, '--workdir', str(workdir), '--epochs', '1',
-           '--no-progress', '--coordinator', coordinator, '--num-processes',
-           str(NUM_PROCESSES), '--process-id', str(i)],
-          cwd=tmp_path, env=env, stdout=subprocess.PIPE,
-          stderr=subprocess.PIPE, text=True,
-      )
-      for i in range(NUM_PROCESSES)
-  ]
+def _wait(processes, logs):
   try:
-    outputs = [p.communicate(timeout=TIMEOUT_S) for p in processes]
+    for p in processes:
+      p.wait(timeout=TIMEOUT_S)
   finally:
     for p in processes:
       if p.poll() is None:
         p.kill()
-  for p, (_, stderr) in zip(processes, outputs):
-    assert p.returncode == 0, stderr
-  assert 'devices: 4 (cpu), processes: 2' in outputs[0][0]
+        p.wait()
+  return [(out.read_text(), err.read_text()) for out, err in logs]
 
-  first = metrics_log.read_metrics(workdir / 'metrics.jsonl')
-  second = metrics_log.read_metrics(workdir / 'metrics-process1.jsonl')
-  assert len(first) == 1437 // 32
+
+def _train_processes(workdir, epochs):
+  """Runs the trainer as 2 processes of 2 devices; returns their outputs.
+
+  The port comes from binding port 0 and is free when chosen, but another
+  program may take it before process 0's coordinator binds it. Process 0
+  then fails at once with a bind error, and the run is retried on a new
+  port (process 1 is stopped: it may be waiting on the wrong server).
+  """
+  logs_dir = workdir.parent / f'{workdir.name}-logs'
+  logs_dir.mkdir(exist_ok=True)
+  for attempt in range(ATTEMPTS):
+    coordinator = f'127.0.0.1:{_free_port()}'
+    logs = [(logs_dir / f'{attempt}-{i}.out', logs_dir / f'{attempt}-{i}.err')
+            for i in range(NUM_PROCESSES)]
+    processes = []
+    for i, (out, err) in enumerate(logs):
+      with open(out, 'w') as stdout, open(err, 'w') as stderr:
+        processes.append(subprocess.Popen(
+            [sys.executable, SCRIPT, '--workdir', str(workdir), '--epochs',
+             str(epochs), '--no-progress', '--coordinator', coordinator,
+             '--num-processes', str(NUM_PROCESSES), '--process-id', str(i)],
+            cwd=workdir.parent, env=_env(2), stdout=stdout, stderr=stderr,
+        ))
+    try:
+      processes[0].wait(timeout=TIMEOUT_S)
+    except subprocess.TimeoutExpired:
+      pass
+    first_error = logs[0][1].read_text()
+    if processes[0].returncode and any(m in first_error for m in PORT_TAKEN):
+      for p in processes[1:]:
+        p.kill()
+        p.wait()
+      continue
+    outputs = _wait(processes, logs)
+    for p, (_, stderr) in zip(processes, outputs):
+      assert p.returncode == 0, stderr
+    return outputs
+  pytest.fail(f'the coordinator port was taken {ATTEMPTS} times in a row')
+
+
+def _train_one_process(workdir, epochs, devices):
+  result = subprocess.run(
+      [sys.executable, SCRIPT, '--workdir', str(workdir), '--epochs',
+       str(epochs), '--no-progress'],
+      cwd=workdir.parent, env=_env(devices), capture_output=True, text=True,
+      timeout=TIMEOUT_S, check=False,
+  )
+  assert result.returncode == 0, result.stderr
+  assert f'devices: {devices} (cpu), processes: 1' in result.stdout
+  return result.stdout
+
+
+def _metrics(workdir, process=0):
+  name = 'metrics.jsonl' if process == 0 else f'metrics-process{process}.jsonl'
+  return metrics_log.read_metrics(workdir / name)
+
+
+def _assert_same_run(got, want):
+  """Two logs of the same training, up to reduction-order float noise."""
+  assert [r['step'] for r in got] == [r['step'] for r in want]
+  assert [r['epoch'] for r in got] == [r['epoch'] for r in want]
+  assert [r['lr'] for r in got] == [r['lr'] for r in want]
+  for key in ('loss', 'accuracy'):
+    np.testing.assert_allclose([r[key] for r in got], [r[key] for r in want],
+                               rtol=RTOL, atol=ATOL, err_msg=key)
+  got_ends = [r for r in got if 'test_loss' in r]
+  want_ends = [r for r in want if 'test_loss' in r]
+  assert [r['step'] for r in got_ends] == [r['step'] for r in want_ends]
+  np.testing.assert_allclose([r['test_loss'] for r in got_ends],
+                             [r['test_loss'] for r in want_ends], rtol=RTOL)
+  # 360 test images: one flipped prediction is 1 / 360.
+  np.testing.assert_allclose([r['test_accuracy'] for r in got_ends],
+                             [r['test_accuracy'] for r in want_ends],
+                             atol=0.5 / 360)
+
+
+@pytest.fixture(scope='module')
+def one_process(tmp_path_factory):
+  """The reference: one process, 4 devices, 2 epochs."""
+  workdir = tmp_path_factory.mktemp('one-process') / 'run'
+  _train_one_process(workdir, epochs=2, devices=4)
+  return _metrics(workdir)
+
+
+@pytest.fixture(scope='module')
+def two_processes(tmp_path_factory):
+  """2 processes x 2 devices, 1 epoch; the workdir is not to be modified."""
+  workdir = tmp_path_factory.mktemp('two-processes') / 'run'
+  outputs = _train_processes(workdir, epochs=1)
+  return workdir, outputs
+
+
+def test_two_processes_agree_with_each_other(two_processes):
+  workdir, outputs = two_processes
+  assert 'devices: 4 (cpu), processes: 2' in outputs[0][0]
+  first, second = _metrics(workdir), _metrics(workdir, 1)
+  assert len(first) == STEPS_PER_EPOCH
   assert [r['lr'] for r in first] == [r['lr'] for r in second]
   assert [r['loss'] for r in first] == [r['loss'] for r in second]
   assert first[-1]['test_accuracy'] == second[-1]['test_accuracy']
   assert sorted(os.listdir(workdir / 'checkpoints')) == ['1']
+
+
+def test_two_processes_reproduce_one_process(two_processes, one_process):
+  workdir, _ = two_processes
+  _assert_same_run(_metrics(workdir), one_process[:STEPS_PER_EPOCH])
+
+
+def test_two_processes_resume(two_processes, one_process, tmp_path):
+  finished, _ = two_processes
+  workdir = tmp_path / 'run'
+  shutil.copytree(finished, workdir)
+
+  outputs = _train_processes(workdir, epochs=2)
+
+  assert 'Resuming' in outputs[0][0] and 'after epoch 1' in outputs[0][0]
+  assert sorted(os.listdir(workdir / 'checkpoints')) == ['1', '2']
+  resumed = _metrics(workdir)
+  assert len(resumed) == 2 * STEPS_PER_EPOCH
+  # The first epoch is kept as logged, the second continues it.
+  assert resumed[:STEPS_PER_EPOCH] == _metrics(finished)
+  _assert_same_run(resumed, one_process)
+  assert [r['loss'] for r in _metrics(workdir, 1)] == [
+      r['loss'] for r in resumed]
