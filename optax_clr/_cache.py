@@ -29,7 +29,7 @@ class Ref:
   def __init__(self, fn: Callable[..., Any], on_death: Callable[..., Any]):
     try:
       if hasattr(fn, '__self__') and hasattr(fn, '__func__'):
-        self._id = (id(fn.__self__), id(fn.__func__))
+        self._id = (id(getattr(fn, '__self__')), id(getattr(fn, '__func__')))
         self._get = weakref.WeakMethod(fn, on_death)
       else:
         self._id = id(fn)

@@ -11,6 +11,7 @@ import math
 from typing import Any
 
 import jax
+import jax.core
 import numpy as np
 
 from optax_clr import _numerics

@@ -38,7 +38,7 @@ def _unpack(output: Any, has_aux: bool) -> tuple[Any, Any]:
         'loss_fn must return (loss, aux) with has_aux=True, got'
         f' {type(output).__name__}.'
     )
-  return output
+  return output[0], output[1]
 
 
 def value_and_grad(

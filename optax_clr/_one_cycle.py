@@ -41,7 +41,7 @@ def _phase_ends(
   steps, pct = _checks.concrete(total_steps), _checks.concrete(pct_start)
   if steps is not None and pct is not None:
     warmup = np.float64(pct) * np.float64(steps)
-    ends = [warmup - 1.0]
+    ends: list[Any] = [warmup - 1.0]
     if three_phase:
       ends.append(2.0 * warmup - 2.0)
     ends.append(np.float64(steps) - 1.0)

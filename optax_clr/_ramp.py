@@ -73,6 +73,7 @@ def range_test_schedule(
     )
   dtype = _numerics.output_dtype(start_lr, end_lr)
   last = int(num_steps) - 1
+  log_start = log_span = 0.0
   if mode == 'exponential':
     # In log space: end / start overflows float32 for wide ranges (1e-30 to
     # 1e30), and logs of concrete bounds are taken in float64.

@@ -6,6 +6,7 @@ import inspect
 from typing import Any, NamedTuple
 
 import jax
+import jax.core
 import jax.numpy as jnp
 import numpy as np
 import optax
@@ -57,7 +58,9 @@ jax.tree_util.register_pytree_with_keys(
         tuple((jax.tree_util.GetAttrKey(k), getattr(r, k)) for k in _LEAVES),
         (r.mode, r.hyperparam),
     ),
-    lambda meta, leaves: RangeTestResult(*leaves, *meta),
+    lambda meta, leaves: RangeTestResult(
+        **dict(zip(_LEAVES, leaves)), mode=meta[0], hyperparam=meta[1]
+    ),
 )
 
 

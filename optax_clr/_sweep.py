@@ -10,7 +10,7 @@ from collections.abc import Callable, Mapping
 import functools
 import itertools
 import math
-from typing import Any, NamedTuple
+from typing import Any, NamedTuple, cast
 
 import jax
 import jax.numpy as jnp
@@ -234,7 +234,7 @@ def _infer_num_models(params, params_axis, batches, batches_axis) -> int:
   for tree, axis in ((params, params_axis), (batches, batches_axis)):
     lengths = _leading(tree) if axis == 0 else set()
     if len(lengths) == 1 and None not in lengths:
-      return lengths.pop()
+      return cast(int, lengths.pop())
   raise ValueError(
       'hyperparams is empty, so K (the number of models) must come from'
       ' params_axis=0 or batches_axis=0.'
@@ -281,7 +281,7 @@ def _num_steps(batches: Any, batches_axis: int | None) -> int:
         ' (after the K axis with batches_axis=0), the same on every leaf;'
         f' got leading sizes {sorted(sizes, key=str)}.'
     )
-  num_steps = sizes.pop()
+  num_steps = cast(int, sizes.pop())  # None was refused above.
   if num_steps < 1:
     raise ValueError('batches must hold at least one step.')
   return num_steps
@@ -291,7 +291,7 @@ def _key_axis(key: Any, num_models: int) -> int | None:
   if key is None:
     return None
   key = jnp.asarray(key) if not isinstance(key, jax.Array) else key
-  typed = jax.dtypes.issubdtype(key.dtype, jax.dtypes.prng_key)
+  typed = jnp.issubdtype(key.dtype, jax.dtypes.prng_key)
   single_ndim = 0 if typed else 1
   if key.ndim == single_ndim:
     return None
