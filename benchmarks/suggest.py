@@ -26,6 +26,7 @@ percent. A run that diverged scores what a model that learned nothing scores
 development half of the tasks and reported separately on the held-out half.
 """
 
+import functools
 import json
 import os
 import time
@@ -77,6 +78,34 @@ def _ours(result, first):
         lambda m=method: optax_clr.suggest_lr(result, method=m))
   add(CLR, lambda: optax_clr.suggest_clr_bounds(result))
   return rules, add
+
+
+def _nolag(result, half_width=4):
+  """Median raw loss over the sweeps, centred mean: ``(lrs, curve, n)``."""
+  data = _suggest.curves(result)
+  raw = np.median(data.losses, axis=0)
+  bad = np.flatnonzero(~np.isfinite(raw[:data.valid]))
+  valid = int(bad[0]) if bad.size else data.valid
+  return data.lrs, _suggest.centered_mean(raw[:valid], half_width), valid
+
+
+def _candidates(result, add):
+  """Rules considered for the defaults, chosen on the dev tasks.
+
+  ``cand`` fixed rates read the same no-lag curve as the library; ``cand
+  CLR`` bounds put ``max_lr`` at the default suggestion, with ``base_lr =
+  max_lr / 4`` (the default, ``suggest_clr_bounds()``, puts it at twice).
+  """
+  def at_min(c):
+    lrs, curve, _ = _nolag(result)
+    return float(lrs[int(np.argmin(curve))]) / c
+
+  steep = lambda: optax_clr.suggest_lr(result, method='steepest')
+  for c in (3, 7):
+    add(f'cand min/{c}', functools.partial(at_min, c))
+  add('cand geo(steep, min/3)', lambda: float(np.sqrt(steep() * at_min(3))))
+  add('cand CLR max = 1 x default, ratio 4',
+      lambda: (optax_clr.suggest_lr(result) / 4, optax_clr.suggest_lr(result)))
 
 
 def _peer_rules(first, add):
@@ -172,6 +201,7 @@ def run_task(task, *, num_rates, seeds, range_seeds, num_steps):
   result, first = range_tests(task, range_seeds)
   range_s = time.perf_counter() - start
   rules, add = _ours(result, first)
+  _candidates(result, add)
   _peer_rules(first, add)
   grid = np.logspace(*task.grid, num_rates)
   named = [name for name, bounds in rules.items() if bounds is not None]
@@ -211,7 +241,7 @@ def run_task(task, *, num_rates, seeds, range_seeds, num_steps):
       'grid_seed_scores': (scores[:num_rates] if classes
                            else -scores[:num_rates]).tolist(),
       'best_lr': best_lr, 'best_score': best,
-      'known_optimal_lr': tasks_lib.known_optimal_lr(task, seeds),
+      'known_optimal_lr': tasks_lib.known_optimal_lr(task, seeds, num_steps),
       'baseline_score': worst_value,
       'rules': record_rules,
       'range_lrs': np.asarray(first.lrs).tolist(),

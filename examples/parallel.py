@@ -35,9 +35,17 @@ class Placement:
     )
 
   def replicate(self, tree: Any) -> Any:
-    """Copies every leaf to every device."""
+    """Copies every leaf to every device.
+
+    Typed PRNG keys (a dropout layer's ``nnx.Rngs`` stream) are copied as
+    their key data and rewrapped with the same implementation.
+    """
 
     def put(leaf):
+      if jax.dtypes.issubdtype(getattr(leaf, 'dtype', None),
+                               jax.dtypes.prng_key):
+        return jax.random.wrap_key_data(
+            put(jax.random.key_data(leaf)), impl=jax.random.key_impl(leaf))
       leaf = np.asarray(leaf)
       return jax.make_array_from_callback(
           leaf.shape, self.replicated, lambda index: leaf[index]

@@ -43,6 +43,7 @@ import optax
 import tqdm
 
 import optax_clr
+import optax_clr.nnx
 from examples import checkpointing
 from examples import data
 from examples import metrics_log
@@ -64,6 +65,10 @@ CYCLICAL = ('triangular', 'triangular2', 'exp_range')
 OPTIMIZERS = ('sgd', 'adam')
 # Seeds the range test's batches apart from the training data order.
 _RANGE_TEST_STREAM = 1
+# The range test's span (--find-lr): from well below any useful rate of SGD
+# or Adam to far past divergence; 6 decades in the default 100 steps.
+FIND_LR_START = 1e-5
+FIND_LR_END = 10.0
 # Fields that must match a checkpoint to resume from it (``epochs`` may grow
 # unless the schedule's length depends on it).
 _RESUME_FIELDS = (
@@ -106,6 +111,8 @@ class Config:
     find_lr: run the LR range test first and take ``base_lr`` and ``max_lr``
       from ``optax_clr.suggest_clr_bounds``.
     find_lr_steps: the range test's steps.
+    find_lr_sweeps: range tests run together (batch orders and dropout
+      keys), read through their median.
     keep_checkpoints: how many of the newest epoch checkpoints to keep.
     progress: show a progress bar.
   """
@@ -130,6 +137,7 @@ class Config:
   seed: int = 0
   find_lr: bool = False
   find_lr_steps: int = 100
+  find_lr_sweeps: int = 3
   keep_checkpoints: int = 3
   progress: bool = True
 
@@ -209,6 +217,7 @@ def check_config(config: Config) -> None:
   for name in ('epochs', 'batch_size', 'eval_batch_size', 'keep_checkpoints'):
     _check_whole(config, name, 1, math.inf)
   _check_whole(config, 'find_lr_steps', 2, math.inf)
+  _check_whole(config, 'find_lr_sweeps', 1, math.inf)
   _check_whole(config, 'seed', 0, 2**63)
   _check_real(config, 'base_lr', 0.0)
   _check_real(config, 'max_lr', 0.0)
@@ -364,11 +373,18 @@ def train_step(
 ) -> tuple[nnx.State, dict[str, jax.Array]]:
   """One update of ``(model, optimizer)`` given as ``nnx.split`` parts.
 
+  The model runs in training mode: BatchNorm normalises with the batch's
+  statistics and updates its running averages, dropout draws a fresh mask
+  from the model's RNG stream (whose counter advances). Both live in
+  ``state`` (``nnx.BatchStat``, ``nnx.RngState``), so the returned state
+  carries them to the next step and into the checkpoint.
+
   Returns:
     The new state and the batch's ``loss``, ``accuracy`` and the ``lr`` the
     update used, read from the optimizer state.
   """
   model, optimizer = nnx.merge(graphdef, state)
+  model.train()
   grad_fn = nnx.value_and_grad(loss_fn, has_aux=True)
   (loss, logits), grads = grad_fn(model, images, labels)
   optimizer.update(model, grads)
@@ -385,8 +401,13 @@ def eval_step(
     graphdef: nnx.GraphDef, state: nnx.State, images: jax.Array,
     labels: jax.Array, weights: jax.Array,
 ) -> dict[str, jax.Array]:
-  """Sums of the loss and of correct predictions, weighted (0 for padding)."""
+  """Sums of the loss and of correct predictions, weighted (0 for padding).
+
+  The model runs in evaluation mode (BatchNorm's running statistics, no
+  dropout); ``state`` is not changed.
+  """
   model, _ = nnx.merge(graphdef, state)
+  model.eval()
   _, logits = loss_fn(model, images, labels)
   losses = optax.softmax_cross_entropy_with_integer_labels(logits, labels)
   correct = jnp.argmax(logits, axis=-1) == labels
@@ -422,47 +443,117 @@ def evaluate(
           'test_accuracy': totals['correct'] / n}
 
 
+def range_test_optimizer(config: Config) -> Callable[..., Any]:
+  """The optimizer factory the range test sweeps: training's, same momentum.
+
+  The rates a range test finds hold for the momentum it ran with (Smith
+  2018, section 4.2, https://arxiv.org/abs/1803.09820): SGD's effective
+  step is ``lr / (1 - momentum)``. With ``--cycle-momentum`` the highest
+  rates are used at ``base_momentum`` (momentum falls as the rate rises), so
+  the test runs at that momentum.
+  """
+  momentum = config.base_momentum if config.cycle_momentum else (
+      config.momentum)
+  if config.optimizer == 'sgd':
+    return functools.partial(optax.sgd, momentum=momentum or None)
+  return functools.partial(optax.adam, b1=momentum)
+
+
+def range_test_batches(
+    config: Config, dataset: data.Dataset
+) -> tuple[np.ndarray, np.ndarray]:
+  """``config.find_lr_sweeps`` batch orders of ``config.find_lr_steps`` steps.
+
+  Shuffled epochs of the training set, as training draws them, from streams
+  of their own (the training data order is not consumed).
+
+  Returns:
+    ``(images, labels)`` shaped ``[sweeps, steps, batch, ...]``.
+  """
+  orders = []
+  for sweep in range(config.find_lr_sweeps):
+    rng = np.random.default_rng([config.seed, _RANGE_TEST_STREAM, sweep])
+    parts, have = [], 0
+    while have < config.find_lr_steps:
+      parts.append(data.epoch_batches(
+          dataset.train_images, dataset.train_labels, config.batch_size, rng))
+      have += len(parts[-1][1])
+    orders.append(tuple(np.concatenate(arrays)[: config.find_lr_steps]
+                        for arrays in zip(*parts)))
+  return tuple(np.stack(arrays) for arrays in zip(*orders))
+
+
+def _range_loss(
+    model: nnx.Module, batch: tuple[jax.Array, jax.Array]
+) -> tuple[jax.Array, dict[str, jax.Array]]:
+  """The training loss of a batch, with its accuracy as ``aux``."""
+  images, labels = batch
+  loss, logits = loss_fn(model, images, labels)
+  return loss, {'accuracy': jnp.mean(jnp.argmax(logits, -1) == labels)}
+
+
+def range_test(
+    config: Config, dataset: data.Dataset, model: nnx.Module
+) -> optax_clr.RangeTestResult:
+  """``config.find_lr_sweeps`` LR range tests of ``model``, one program.
+
+  Each sweep trains ``model`` in training mode through
+  ``optax_clr.nnx.range_test``: BatchNorm statistics update at every step and
+  dropout draws a fresh mask (step ``t`` of sweep ``k`` reseeds the model's
+  streams from ``fold_in(key_k, t)``). The sweeps differ in batch order and
+  dropout keys only, all start from ``model``, and run as one ``jax.vmap``;
+  ``model`` itself is left exactly as it was. It runs in the mode it is in:
+  a freshly built model is in training mode.
+
+  Returns:
+    The result, batched over the sweeps (leading axis ``find_lr_sweeps``).
+  """
+  images, labels = range_test_batches(config, dataset)
+  keys = jax.random.split(
+      jax.random.key(config.seed), config.find_lr_sweeps)
+  optimizer = range_test_optimizer(config)
+
+  def sweep(batches, key):
+    return optax_clr.nnx.range_test(
+        model, optimizer, _range_loss, batches, key=key,
+        start_lr=FIND_LR_START, end_lr=FIND_LR_END,
+        num_steps=config.find_lr_steps, has_aux=True,
+    )
+
+  return jax.vmap(sweep)((images, labels), keys)
+
+
 def find_lr_bounds(
     config: Config, dataset: data.Dataset, log: Callable[[str], None],
-    workdir: str | None = None,
+    workdir: str | None = None, *, model: nnx.Module | None = None,
 ) -> tuple[float, float]:
   """Runs the LR range test from the initial model; returns CLR bounds.
 
+  ``config.find_lr_sweeps`` sweeps from ``FIND_LR_START`` to
+  ``FIND_LR_END`` (see :func:`range_test`) are read through their median
+  loss by ``optax_clr.suggest_clr_bounds``: ``max_lr`` where the median
+  loss stops falling, ``base_lr`` a quarter of it. One sweep's curve carries
+  the noise of its batch order (a 32-example batch's loss varies by tens of
+  percent); the median of several is a steadier reading of the same model.
+
   Args:
-    config: the run's config (model, optimizer, momentum, batch size, seed).
+    config: the run's config (model, optimizer, momentum, batch size, seed,
+      ``find_lr_steps`` and ``find_lr_sweeps``).
     dataset: the training data.
     log: where the result is reported.
     workdir: if given, the range-test plot is saved there.
+    model: the model training will start from (default: built from
+      ``config``); it is not modified.
 
   Returns:
-    ``(base_lr, max_lr)`` from ``optax_clr.suggest_clr_bounds``.
+    ``(base_lr, max_lr)``.
   """
-  model = model_lib.make_model(config.model, dataset, seed=config.seed)
-  graphdef, params, rest = nnx.split(model, nnx.Param, ...)
-
-  def range_loss(params, batch):
-    images, labels = batch
-    return loss_fn(nnx.merge(graphdef, params, rest), images, labels)[0]
-
-  if config.optimizer == 'sgd':
-    factory = functools.partial(optax.sgd, momentum=config.momentum or None)
-  else:
-    factory = functools.partial(optax.adam, b1=config.momentum)
-  rng = np.random.default_rng([config.seed, _RANGE_TEST_STREAM])
-  parts, have = [], 0
-  while have < config.find_lr_steps:
-    parts.append(data.epoch_batches(
-        dataset.train_images, dataset.train_labels, config.batch_size, rng))
-    have += len(parts[-1][1])
-  batches = tuple(
-      np.concatenate(arrays)[: config.find_lr_steps] for arrays in zip(*parts)
-  )
-  result = optax_clr.range_test(
-      range_loss, params, factory, batches, num_steps=config.find_lr_steps
-  )
+  if model is None:
+    model = model_lib.make_model(config.model, dataset, seed=config.seed)
+  result = range_test(config, dataset, model)
   base_lr, max_lr = optax_clr.suggest_clr_bounds(result)
-  log(f'Range test ({config.find_lr_steps} steps): base_lr={base_lr:.4g},'
-      f' max_lr={max_lr:.4g}.')
+  log(f'Range test ({config.find_lr_sweeps} x {config.find_lr_steps} steps):'
+      f' base_lr={base_lr:.4g}, max_lr={max_lr:.4g}.')
   if workdir is not None and jax.process_index() == 0:
     path = os.path.join(workdir, 'range_test.png')
     optax_clr.plot_range_test(result, path=path)
@@ -731,7 +822,11 @@ def build_parser() -> argparse.ArgumentParser:
   add('--find-lr', action='store_true',
       help='run the LR range test first; take base/max LR from it')
   add('--find-lr-steps', type=int, default=defaults.find_lr_steps,
-      help='steps of the range test')
+      help=f'steps of the range test, from {FIND_LR_START:g} to'
+      f' {FIND_LR_END:g}')
+  add('--find-lr-sweeps', type=int, default=defaults.find_lr_sweeps,
+      help='range tests run as one program (batch orders, dropout keys),'
+      ' read through their median loss')
   add('--model', choices=model_lib.MODELS, default=defaults.model,
       help='network')
   add('--dataset', choices=data.DATASETS, default=defaults.dataset,

