@@ -10,11 +10,23 @@ import numpy as np
 
 from optax_clr import _checks
 
-SUGGEST_METHODS = ('steepest', 'valley', 'minimum')
+SUGGEST_METHODS = ('robust', 'steepest', 'valley', 'minimum')
+DEFAULT_METHOD = 'robust'
+# 'minimum': the rate at the lowest point of the curve over this.
+MINIMUM_DIVISOR = 10.0
+# 'robust': the geometric mean of the steepest rate and the lowest point's
+# rate over this.
+ROBUST_DIVISOR = 2.0
+# The centred filter spans 2 * max(1, num_steps // 25) + 1 steps.
+HALF_WIDTH_DIVISOR = 25
+# A curve must fall below its start by more than this fraction of it.
+FLAT_TOLERANCE = 0.01
 BOUND_METRICS = ('loss', 'accuracy')
-# suggest_clr_bounds: max_lr is the first step within this fraction of the
-# total improvement from the best value.
+# suggest_clr_bounds(metric='accuracy'): max_lr is the first step within this
+# fraction of the total improvement from the best value.
 TOLERANCE = 0.05
+# suggest_clr_bounds(metric='loss'): max_lr is this multiple of suggest_lr().
+CLR_MAX_FACTOR = 2.0
 
 
 class Curves(NamedTuple):
@@ -30,10 +42,12 @@ class Curves(NamedTuple):
 
 def centered_mean(values: np.ndarray, half_width: int) -> np.ndarray:
   """The mean of ``values[t - k : t + k + 1]``, truncated at the ends."""
-  kernel = np.ones(2 * half_width + 1)
-  sums = np.convolve(values, kernel, mode='same')
-  counts = np.convolve(np.ones_like(values), kernel, mode='same')
-  return sums / counts
+  values = np.asarray(values, np.float64)
+  sums = np.concatenate([[0.0], np.cumsum(values)])
+  index = np.arange(values.size)
+  low = np.maximum(index - half_width, 0)
+  high = np.minimum(index + half_width + 1, values.size)
+  return (sums[high] - sums[low]) / (high - low)
 
 
 def curves(result: Any) -> Curves:
@@ -93,8 +107,66 @@ def _too_short(name: str, valid: int, needed: int) -> ValueError:
   )
 
 
-def _steepest(lrs, loss, valid, num_steps):
-  skip = max(1, num_steps // 20)
+def half_width(num_steps: int) -> int:
+  """The centred filter's half width: ``max(1, num_steps // 25)`` steps."""
+  return max(1, num_steps // HALF_WIDTH_DIVISOR)
+
+
+def loss_curve(data: Curves) -> tuple[np.ndarray, np.ndarray, int]:
+  """The curve every rule reads: ``(raw, filtered, n)``.
+
+  ``raw`` is the median over the sweeps of the raw losses, ``n`` the length
+  of its finite prefix up to the divergence, ``filtered`` its centred mean
+  over ``2 k + 1`` steps (:func:`half_width`), truncated at the ends: a
+  non-causal filter, without the moving average's lag.
+  """
+  raw = np.median(data.losses, axis=0)
+  bad = np.flatnonzero(~np.isfinite(raw[: data.valid]))
+  valid = int(bad[0]) if bad.size else data.valid
+  raw = raw[:valid]
+  if not valid:
+    return raw, raw, 0
+  return raw, centered_mean(raw, half_width(data.lrs.size)), valid
+
+
+def check_improves(raw: np.ndarray, filtered: np.ndarray, k: int) -> None:
+  r"""Refuses a curve that is flat or never falls below its start.
+
+  The filtered curve must fall below its first value by more than 1 % of
+  that value's magnitude and, on a curve of at least :math:`4 (2k + 1)`
+  points, by more than five standard errors of the filter: the raw points'
+  scatter about the filtered curve (the median absolute deviation, times
+  1.4826) over :math:`\sqrt{2k + 1}`. A curve shorter than one window,
+  :math:`2k + 1` points, is not judged.
+
+  Raises:
+    ValueError: the curve does not improve.
+  """
+  window = 2 * k + 1
+  if filtered.size < window:
+    return
+  drop = filtered[0] - np.min(filtered)
+  needed = FLAT_TOLERANCE * abs(filtered[0])
+  if filtered.size >= 4 * window:
+    scatter = 1.4826 * np.median(np.abs(raw - filtered))
+    needed = max(needed, 5.0 * scatter / np.sqrt(window))
+  if not drop > needed:
+    raise ValueError(
+        f'the range test loss never improved: it fell {drop:.3g} below'
+        f' its start ({filtered[0]:.3g}), within its noise ({needed:.3g}).'
+        ' No learning rate can be read off it: check the model and the data,'
+        ' or sweep from a lower start_lr to a higher end_lr.'
+    )
+
+
+def _skip(num_steps: int) -> int:
+  # No slope reads a point whose window is cut by an end of the curve.
+  return max(num_steps // 20, half_width(num_steps) + 2)
+
+
+def _steepest(lrs, loss, num_steps):
+  skip = _skip(num_steps)
+  valid = loss.size
   positive = np.flatnonzero(lrs[:valid] > 0)
   first = int(positive[0]) if positive.size else valid
   if valid - first < 2 * skip + 1:
@@ -104,10 +176,8 @@ def _steepest(lrs, loss, valid, num_steps):
   return first + skip + int(np.argmin(slope[skip:-skip]))
 
 
-def _valley(loss, valid):
-  if valid < 2:
-    raise _too_short("method='valley'", valid, 2)
-  falling = np.diff(loss[:valid]) < 0
+def _valley(loss):
+  falling = np.diff(loss) < 0
   best_start, best_length, start = 0, 0, 0
   for i, down in enumerate(falling):
     if not down:
@@ -117,44 +187,70 @@ def _valley(loss, valid):
   return best_start + best_length // 2
 
 
-def suggest_lr(result: Any, *, method: str = 'steepest') -> float:
-  r"""A learning rate read off a range test's smoothed loss :math:`s`.
+def suggest_lr(result: Any, *, method: str = DEFAULT_METHOD) -> float:
+  r"""A learning rate read off a range test's loss, without lag.
 
-  With :math:`x_t = \log \text{lr}_t`, over the :math:`n` finite points of
-  the curve up to the divergence (non-positive rates left out for
-  ``"steepest"``), and :math:`k = \max(1, \lfloor \text{num\_steps} / 20
-  \rfloor)` points skipped at each end for ``"steepest"``:
+  Every method reads the same curve :math:`c`: the raw losses (the median
+  over the sweeps of a batched result), cut before the first non-finite
+  point and at the divergence, through a centred mean over :math:`2k + 1`
+  steps, :math:`k = \max(1, \lfloor \text{num\_steps} / 25 \rfloor)`. It is
+  a non-causal filter: unlike the moving average ``smoothed_losses`` (which
+  lags the raw loss by about :math:`\beta / (1 - \beta)` = 49 steps at
+  :math:`\beta = 0.98`), it does not move the curve to higher rates.
+  Over the :math:`n` points of :math:`c`, with :math:`x_t = \log
+  \text{lr}_t`, :math:`t_{\min} = \arg\min_t c_t` and :math:`s = \max(
+  \lfloor \text{num\_steps} / 20 \rfloor, k + 2)` points skipped at each end
+  for the slope (non-positive rates left out):
 
   .. math::
 
+    t^* = \arg\min_{s \le t < n - s} \frac{\partial c}{\partial x}(t),
+    \qquad
     \text{lr} = \begin{cases}
-      \text{lr}_{t^*}, \ t^* = \arg\min_{k \le t < n - k}
-        \frac{\partial s}{\partial x}(t) & \text{steepest}
+      \sqrt{\text{lr}_{t^*} \cdot \text{lr}_{t_{\min}} / 2}
+        & \text{robust (the default)}
+      \\
+      \text{lr}_{t^*} & \text{steepest}
       \\
       \text{lr}_{\lfloor (a + b) / 2 \rfloor}, \ [a, b] \text{ the longest
-        run with }
-        s_{t+1} < s_t & \text{valley}
+        run with } c_{t+1} < c_t & \text{valley}
       \\
-      \text{lr}_{t^*} / 10, \ t^* = \arg\min_t s_t & \text{minimum}
+      \text{lr}_{t_{\min}} / 10 & \text{minimum}
     \end{cases}
 
   (the slope by central differences, ``numpy.gradient``; ties go to the
-  earliest step). For batched results from ``jax.vmap``, the median smoothed
-  loss over the sweeps is read, cut at the earliest divergence. NumPy only:
-  no matplotlib, nothing compiled.
+  earliest step).
+
+  The default, ``"robust"``, lies halfway in log scale between the steepest
+  descent and half the rate of the lowest loss. The steepest point alone is
+  too low where the loss falls early and then slowly (a noise floor), the
+  lowest point too high where the loss falls until it blows up (a sharp
+  stability limit). It was chosen on the suite of ``benchmarks/suggest.py``
+  (``docs/suggestion_quality.md``: 11 tasks, each rule's suggestion trained
+  and compared with the best of a 21-rate grid) for the lowest worst-case
+  regret on its development tasks. SCORES
+
+  A curve that never falls below its start by more than its noise (a flat
+  or rising loss: the model does not learn at any swept rate, or the sweep
+  starts too high) is refused with a ValueError rather than given an
+  arbitrary answer. NumPy only: no matplotlib, nothing compiled.
 
   Args:
-    result: a :class:`RangeTestResult`, one sweep or a batch of sweeps.
-    method: ``"steepest"`` (steepest descent against log lr, fastai's
-      ``steep``), ``"valley"`` (the middle of the longest descent, fastai's
-      default) or ``"minimum"`` (a tenth of the rate at the lowest loss).
+    result: a :class:`RangeTestResult`, one sweep or a batch of sweeps
+      (several seeds or batch orders from ``jax.vmap``: their median is
+      read, which the benchmark found more reliable than one sweep).
+    method: ``"robust"`` (the default, above), ``"steepest"`` (steepest
+      descent against log lr, fastai's ``steep``), ``"valley"`` (the middle
+      of the longest descent) or ``"minimum"`` (a tenth of the rate at the
+      lowest loss, fastai's ``minimum``).
 
   Returns:
     lr
       The suggested value, a Python float.
 
   Raises:
-    ValueError: an unknown ``method``, or too few finite points.
+    ValueError: an unknown ``method``, too few finite points, or a curve
+      that never improves.
 
   Examples:
     >>> import numpy as np
@@ -164,47 +260,65 @@ def suggest_lr(result: Any, *, method: str = 'steepest') -> float:
     >>> result = optax_clr.RangeTestResult(lrs, loss, loss, {}, 41)
     >>> round(optax_clr.suggest_lr(result, method='minimum'), 6)
     0.01
+
+  References:
+    Smith, `Cyclical Learning Rates for Training Neural Networks
+    <https://arxiv.org/abs/1506.01186>`_, 2015, section 3.3.
   """
   _checks.check_choice('method', method, SUGGEST_METHODS)
   data = curves(result)
-  loss, valid = data.median, data.valid
+  raw, loss, valid = loss_curve(data)
+  needed = {'minimum': 1, 'valley': 2}.get(
+      method, 2 * _skip(data.lrs.size) + 1)
+  if valid < needed:
+    raise _too_short(f'method={method!r}', valid, needed)
+  check_improves(raw, loss, half_width(data.lrs.size))
+  lowest = float(data.lrs[int(np.argmin(loss))])
+  if method == 'minimum':
+    return lowest / MINIMUM_DIVISOR
+  if method == 'valley':
+    return float(data.lrs[_valley(loss)])
+  steepest = float(data.lrs[_steepest(data.lrs, loss, data.lrs.size)])
   if method == 'steepest':
-    index = _steepest(data.lrs, loss, valid, data.lrs.size)
-  elif method == 'valley':
-    index = _valley(loss, valid)
-  else:
-    if valid < 1:
-      raise _too_short("method='minimum'", valid, 1)
-    return float(data.lrs[int(np.argmin(loss[:valid]))]) / 10
-  return float(data.lrs[index])
+    return steepest
+  return float(np.sqrt(steepest * lowest / ROBUST_DIVISOR))
 
 
 def suggest_clr_bounds(
     result: Any, *, metric: str = 'loss', ratio: float = 4.0
 ) -> tuple[float, float]:
-  r"""CLR bounds from a range test: where the curve stops improving.
+  r"""CLR bounds from a range test: around the suggested rate.
 
-  As Smith (2015, section 3.3) and the seed describe: ``max_lr`` is the rate
-  where the loss stops decreasing, or with ``metric="accuracy"`` where the
-  accuracy stops rising, and ``base_lr`` is a ``ratio``-th of it (the seed's
-  3 or 4). The moving average lags the raw curve by many steps, so the raw
-  curve is read through a centred mean :math:`c` over :math:`2k + 1` steps,
-  :math:`k = \max(1, \lfloor n / 50 \rfloor)`, which does not lag. With
-  :math:`c = -\text{loss}` or :math:`c = \text{accuracy}` (higher is
-  better), over the finite part up to the divergence:
+  With ``metric="loss"`` (the default), the bounds are centred in log
+  scale on :func:`suggest_lr`'s default suggestion :math:`\text{lr}_r`
+  (``"robust"``, read off the same lag-free curve):
+
+  .. math::
+
+    \text{max\_lr} = \min(2\, \text{lr}_r,\ \text{lr}_{\text{diverged}}),
+    \quad
+    \text{base\_lr} = \text{max\_lr} / \text{ratio}
+
+  so with the default ``ratio=4`` a triangular schedule swings between half
+  and twice the suggested rate. On the suite of ``benchmarks/suggest.py``
+  (``docs/suggestion_quality.md``) this placement had the lowest worst-case
+  regret on the development tasks among those tried: SCORES_CLR
+
+  With ``metric="accuracy"``, Smith's reading (2015, section 3.3):
+  ``max_lr`` is where the accuracy stops rising. The accuracy (the median
+  over the sweeps) is read through the same centred mean :math:`c` as the
+  loss, without lag, and over its finite part up to the divergence
 
   .. math::
 
     t^* = \min \{\, t : c_t \ge \max_u c_u - 0.05\,(\max_u c_u - c_0)
     \,\}, \quad
-    \text{max\_lr} = \text{lr}_{t^*}, \quad
-    \text{base\_lr} = \text{max\_lr} / \text{ratio}
+    \text{max\_lr} = \text{lr}_{t^*}
 
-  the first step that has made 95% of the sweep's total improvement (on a
-  curve that keeps improving until it turns, the turn; on one that flattens
-  first, where it flattens). ``max_lr`` is never above the rate where the
-  sweep diverged. Batched results are read through the median over the
-  sweeps.
+  the first step that has made 95% of the sweep's total rise (on a curve
+  that rises until it turns, the turn; on one that flattens first, where it
+  flattens); ``base_lr`` is ``max_lr / ratio``. ``max_lr`` is never above
+  the rate where the sweep diverged.
 
   Args:
     result: a :class:`RangeTestResult`, one sweep or a batch of sweeps.
@@ -219,37 +333,51 @@ def suggest_clr_bounds(
 
   Raises:
     ValueError: an unknown ``metric``, a bad ``ratio``, no accuracy in the
-      result, or no finite points.
+      result, too few finite points, or a loss that never improves (as
+      :func:`suggest_lr`).
 
   Examples:
     >>> import numpy as np
     >>> import optax_clr
-    >>> lrs = np.geomspace(1e-4, 1.0, 41)
-    >>> loss = np.maximum(-2.0 - np.log10(lrs), 0.0)  # falls until 0.01
-    >>> result = optax_clr.RangeTestResult(lrs, loss, loss, {}, 41)
-    >>> [round(b, 6) for b in optax_clr.suggest_clr_bounds(result)]
-    [0.0025, 0.01]
+    >>> lrs = np.geomspace(1e-5, 1.0, 101)
+    >>> loss = 2.0 - np.tanh(2.0 * (np.log10(lrs) + 3.0))  # falls at 1e-3
+    >>> loss += 10.0 * np.maximum(np.log10(lrs) + 1.0, 0.0) ** 2  # rises at 0.1
+    >>> result = optax_clr.RangeTestResult(lrs, loss, loss, {}, 101)
+    >>> round(optax_clr.suggest_lr(result, method='steepest'), 6)
+    0.001
+    >>> lr = optax_clr.suggest_lr(result)  # sqrt(0.001 * lowest / 2)
+    >>> round(lr, 6)
+    0.005617
+    >>> [round(b / lr, 6) for b in optax_clr.suggest_clr_bounds(result)]
+    [0.5, 2.0]
+
+  References:
+    Smith, `Cyclical Learning Rates for Training Neural Networks
+    <https://arxiv.org/abs/1506.01186>`_, 2015, section 3.3.
   """
   _checks.check_choice('metric', metric, BOUND_METRICS)
   _checks.check_number('ratio', ratio, lower=1.0)
   data = curves(result)
-  valid, num_steps = data.valid, data.lrs.size
+  num_steps = data.lrs.size
   if metric == 'loss':
-    curve = -np.median(data.losses, axis=0)
-  else:
-    aux = getattr(result, 'aux', None)
-    if not isinstance(aux, dict) or 'accuracy' not in aux:
-      raise ValueError(
-          "metric='accuracy' needs result.aux['accuracy']: a loss_fn that"
-          " returns (loss, {'accuracy': ...}) with has_aux=True."
-      )
-    accuracy = np.asarray(aux['accuracy'], np.float64)
-    curve = np.median(accuracy.reshape(-1, num_steps), axis=0)
+    max_lr = CLR_MAX_FACTOR * suggest_lr(result, method=DEFAULT_METHOD)
+    if data.diverged_lr is not None:
+      max_lr = min(max_lr, data.diverged_lr)
+    return max_lr / float(ratio), max_lr
+  aux = getattr(result, 'aux', None)
+  if not isinstance(aux, dict) or 'accuracy' not in aux:
+    raise ValueError(
+        "metric='accuracy' needs result.aux['accuracy']: a loss_fn that"
+        " returns (loss, {'accuracy': ...}) with has_aux=True."
+    )
+  accuracy = np.asarray(aux['accuracy'], np.float64)
+  curve = np.median(accuracy.reshape(-1, num_steps), axis=0)
+  valid = data.valid
   bad = np.flatnonzero(~np.isfinite(curve[:valid]))
   valid = int(bad[0]) if bad.size else valid
   if valid < 1:
     raise _too_short(f'metric={metric!r}', valid, 1)
-  curve = centered_mean(curve[:valid], max(1, num_steps // 50))
+  curve = centered_mean(curve[:valid], half_width(num_steps))
   best = np.max(curve)
   good_enough = curve >= best - TOLERANCE * (best - curve[0])
   max_lr = float(data.lrs[int(np.argmax(good_enough))])
