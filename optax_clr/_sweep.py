@@ -241,20 +241,33 @@ def _infer_num_models(params, params_axis, batches, batches_axis) -> int:
   )
 
 
-def _check_optimizer(optimizer, hyperparams):
-  first = {name: values[0] for name, values in hyperparams.items()}
-  try:
-    tx = optimizer(first)
-  except KeyError as error:
-    raise ValueError(
-        f'optimizer(hp) read hp[{error.args[0]!r}], which hyperparams does not'
-        f' have; it has {sorted(hyperparams)}.'
-    ) from error
-  if not isinstance(tx, optax.GradientTransformation):
-    raise TypeError(
-        'optimizer(hp) must return an optax.GradientTransformation, got'
-        f' {type(tx).__name__}.'
-    )
+def _check_optimizer(optimizer, hyperparams, num_models):
+  """Builds every model's optimizer from concrete values, before compiling.
+
+  The schedule factories check concrete arguments, so a bad value in any row
+  is refused here, with its row, instead of passing traced and unchecked.
+  """
+  host = {name: np.asarray(values) for name, values in hyperparams.items()}
+  for k in range(num_models if host else 1):
+    row = {name: values[k] for name, values in host.items()}
+    try:
+      tx = optimizer(row)
+    except KeyError as error:
+      raise ValueError(
+          f'optimizer(hp) read hp[{error.args[0]!r}], which hyperparams does'
+          f' not have; it has {sorted(hyperparams)}.'
+      ) from error
+    except (ValueError, TypeError) as error:
+      values = ', '.join(f'{name}={value!r}' for name, value in row.items())
+      raise type(error)(
+          f'optimizer(hp) refused the hyperparams of model {k} ({values}):'
+          f' {error}'
+      ) from error
+    if not isinstance(tx, optax.GradientTransformation):
+      raise TypeError(
+          'optimizer(hp) must return an optax.GradientTransformation, got'
+          f' {type(tx).__name__}.'
+      )
 
 
 def _check_stacked(name: str, tree: Any, axis: int | None, num_models: int,
@@ -377,8 +390,9 @@ def sweep(
   aux)`` in place of ``loss`` with ``has_aux``, and the keyword ``key=`` of
   ``jax.random.fold_in(key_k, t)`` with ``key``.
 
-  Hyperparameters are checked for shape here, not for value: the optimizer
-  receives traced values, which no factory can check.
+  Before compiling, ``optimizer`` is called once per model with its concrete
+  values, so the schedule factories' checks refuse a bad value in any row,
+  naming the model; inside the program the values are traced and unchecked.
 
   Args:
     loss_fn: the loss, as above.
@@ -420,7 +434,7 @@ def sweep(
 
   Raises:
     ValueError: ``hyperparams`` of different lengths, ``optimizer`` reading
-      a name ``hyperparams`` lacks, a stacked argument whose leading size is
+      a name ``hyperparams`` lacks or refusing a model's values, a stacked argument whose leading size is
       not K, batches without a common ``num_steps`` axis, or a bad
       ``eval_every``. All raised before anything compiles.
     TypeError: a callable argument that is not callable, ``optimizer`` not
@@ -469,7 +483,7 @@ def sweep(
           f' {eval_every}.'
       )
   key_axis = _key_axis(key, num_models)
-  _check_optimizer(optimizer, hyperparams)
+  _check_optimizer(optimizer, hyperparams, num_models)
 
   in_axes = (params_axis, params_axis, key_axis, 0, batches_axis, None)
   static = _Static(has_aux, model_state is not None, num_steps, eval_every,

@@ -308,3 +308,11 @@ def test_seeds_only_sweep_without_hyperparameters():
   with pytest.raises(ValueError, match='params_axis=0 or batches_axis=0'):
     optax_clr.sweep(loss_fn, {'w': jnp.zeros(DIM)},
                     lambda hp: triangular_sgd(fixed), {}, data(0))
+
+
+def test_a_bad_value_in_any_row_is_refused_with_its_model():
+  hp = {name: np.array(values) for name, values in HP.items()}
+  hp['max_lr'][5] = -1.0  # below base_lr, and negative
+  with pytest.raises(ValueError, match=r'model 5 .*max_lr'):
+    optax_clr.sweep(loss_fn, {'w': jnp.zeros(DIM)}, triangular_sgd, hp,
+                    data(0))
