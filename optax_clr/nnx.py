@@ -218,14 +218,15 @@ def sweep(
       raise TypeError(
           f'optax_clr.nnx.sweep takes {name} from model; do not pass it.'
       )
-  models = list(model) if isinstance(model, Sequence) else [model]
+  # One module (an nnx.List is a module and a sequence) or K of them.
+  several = isinstance(model, Sequence) and not isinstance(model, _nnx.Module)
+  models = list(model) if several else [model]
   for i, module in enumerate(models):
-    _check_module(f'model[{i}]' if isinstance(model, Sequence) else 'model',
-                  module)
+    _check_module(f'model[{i}]' if several else 'model', module)
   pure_loss_fn, params, model_state = split_loss(models[0], loss_fn)
   graphdef = _nnx.graphdef(models[0])
   params_axis = None
-  if isinstance(model, Sequence):
+  if several:
     states = [_nnx.split(m, _nnx.Param, ...)[1:] for m in models]
     params = _stack([p for p, _ in states])
     model_state = _stack([s for _, s in states])
