@@ -4,11 +4,13 @@ Two processes of two CPU devices each make the same 4-device mesh as one
 process with four devices: same global batch, same shards. So the 2-process
 run must reproduce the 1-process run up to the order of the cross-process
 reduction, and a process that fed the wrong slice of the global batch would
-not.
+not: its loss differs from the first step on. Training amplifies reduction
+noise (BatchNorm, dropout: it doubles every few steps), so the runs are
+compared to float noise over the first steps and to a few test examples at
+the end. A resumed 2-process run must equal the uninterrupted one bitwise.
 """
 
 import os
-import shutil
 import socket
 import subprocess
 import sys
@@ -23,8 +25,9 @@ SCRIPT = os.path.join(REPO, 'examples', 'train.py')
 NUM_PROCESSES = 2
 TIMEOUT_S = 300
 STEPS_PER_EPOCH = 1437 // 32
-# Float noise of a reduction in another order, far below what a wrong batch
-# slice, data order or restored state would change.
+# Float noise of a reduction in another order over the first steps, far
+# below what a wrong slice of the batch changes.
+EARLY = 12
 RTOL, ATOL = 1e-5, 1e-6
 # What process 0 prints when its coordinator port was taken in the meantime.
 PORT_TAKEN = ('Failed to add port', 'Failed to start RPC server')
@@ -114,38 +117,49 @@ def _metrics(workdir, process=0):
   return metrics_log.read_metrics(workdir / name)
 
 
-def _assert_same_run(got, want):
-  """Two logs of the same training, up to reduction-order float noise."""
+def _assert_same_start(got, want):
+  """Two logs of one training: float noise early, a few examples at the end."""
   assert [r['step'] for r in got] == [r['step'] for r in want]
   assert [r['epoch'] for r in got] == [r['epoch'] for r in want]
   assert [r['lr'] for r in got] == [r['lr'] for r in want]
   for key in ('loss', 'accuracy'):
-    np.testing.assert_allclose([r[key] for r in got], [r[key] for r in want],
-                               rtol=RTOL, atol=ATOL, err_msg=key)
-  got_ends = [r for r in got if 'test_loss' in r]
-  want_ends = [r for r in want if 'test_loss' in r]
-  assert [r['step'] for r in got_ends] == [r['step'] for r in want_ends]
-  np.testing.assert_allclose([r['test_loss'] for r in got_ends],
-                             [r['test_loss'] for r in want_ends], rtol=RTOL)
-  # 360 test images: one flipped prediction is 1 / 360.
-  np.testing.assert_allclose([r['test_accuracy'] for r in got_ends],
-                             [r['test_accuracy'] for r in want_ends],
-                             atol=0.5 / 360)
+    np.testing.assert_allclose([r[key] for r in got[:EARLY]],
+                               [r[key] for r in want[:EARLY]], rtol=RTOL,
+                               atol=ATOL, err_msg=key)
+  np.testing.assert_allclose(got[-1]['test_loss'], want[-1]['test_loss'],
+                             rtol=5e-2)
+  np.testing.assert_allclose(got[-1]['test_accuracy'],
+                             want[-1]['test_accuracy'], atol=2 / 360)
+
+
+def _checkpoint_leaves(workdir, epoch):
+  """A checkpoint's arrays as NumPy, whatever devices saved them."""
+  import jax  # pylint: disable=g-import-not-at-top
+  import orbax.checkpoint as ocp  # pylint: disable=g-import-not-at-top
+  path = workdir / 'checkpoints' / str(epoch) / 'state'
+  checkpointer = ocp.PyTreeCheckpointer()
+  metadata = checkpointer.metadata(path)
+  tree = getattr(getattr(metadata, 'item_metadata', None), 'tree', metadata)
+  as_numpy = jax.tree.map(lambda _: ocp.RestoreArgs(restore_type=np.ndarray),
+                          tree)
+  restored = checkpointer.restore(
+      path, args=ocp.args.PyTreeRestore(restore_args=as_numpy))
+  return jax.tree.leaves(restored)
 
 
 @pytest.fixture(scope='module')
 def one_process(tmp_path_factory):
-  """The reference: one process, 4 devices, 2 epochs."""
+  """The reference: one process, 4 devices, 1 epoch."""
   workdir = tmp_path_factory.mktemp('one-process') / 'run'
-  _train_one_process(workdir, epochs=2, devices=4)
+  _train_one_process(workdir, epochs=1, devices=4)
   return _metrics(workdir)
 
 
 @pytest.fixture(scope='module')
 def two_processes(tmp_path_factory):
-  """2 processes x 2 devices, 1 epoch; the workdir is not to be modified."""
+  """2 processes x 2 devices, 2 epochs; the workdir is not to be modified."""
   workdir = tmp_path_factory.mktemp('two-processes') / 'run'
-  outputs = _train_processes(workdir, epochs=1)
+  outputs = _train_processes(workdir, epochs=2)
   return workdir, outputs
 
 
@@ -153,31 +167,30 @@ def test_two_processes_agree_with_each_other(two_processes):
   workdir, outputs = two_processes
   assert 'devices: 4 (cpu), processes: 2' in outputs[0][0]
   first, second = _metrics(workdir), _metrics(workdir, 1)
-  assert len(first) == STEPS_PER_EPOCH
+  assert len(first) == 2 * STEPS_PER_EPOCH
   assert [r['lr'] for r in first] == [r['lr'] for r in second]
   assert [r['loss'] for r in first] == [r['loss'] for r in second]
   assert first[-1]['test_accuracy'] == second[-1]['test_accuracy']
-  assert sorted(os.listdir(workdir / 'checkpoints')) == ['1']
+  assert sorted(os.listdir(workdir / 'checkpoints')) == ['1', '2']
 
 
 def test_two_processes_reproduce_one_process(two_processes, one_process):
   workdir, _ = two_processes
-  _assert_same_run(_metrics(workdir), one_process[:STEPS_PER_EPOCH])
+  _assert_same_start(_metrics(workdir)[:STEPS_PER_EPOCH], one_process)
 
 
-def test_two_processes_resume(two_processes, one_process, tmp_path):
-  finished, _ = two_processes
+def test_two_processes_resume_bitwise(two_processes, tmp_path):
+  uninterrupted, _ = two_processes
   workdir = tmp_path / 'run'
-  shutil.copytree(finished, workdir)
+  _train_processes(workdir, epochs=1)
+  assert sorted(os.listdir(workdir / 'checkpoints')) == ['1']
 
   outputs = _train_processes(workdir, epochs=2)
 
   assert 'Resuming' in outputs[0][0] and 'after epoch 1' in outputs[0][0]
   assert sorted(os.listdir(workdir / 'checkpoints')) == ['1', '2']
-  resumed = _metrics(workdir)
-  assert len(resumed) == 2 * STEPS_PER_EPOCH
-  # The first epoch is kept as logged, the second continues it.
-  assert resumed[:STEPS_PER_EPOCH] == _metrics(finished)
-  _assert_same_run(resumed, one_process)
-  assert [r['loss'] for r in _metrics(workdir, 1)] == [
-      r['loss'] for r in resumed]
+  for name in ('metrics.jsonl', 'metrics-process1.jsonl'):
+    assert (workdir / name).read_text() == (uninterrupted / name).read_text()
+  for got, want in zip(_checkpoint_leaves(workdir, 2),
+                       _checkpoint_leaves(uninterrupted, 2), strict=True):
+    np.testing.assert_array_equal(got, want)
