@@ -7,7 +7,7 @@ import numpy as np
 
 from optax_clr import _suggest
 
-_MARKERS = {'steepest': 'o', 'valley': 's', 'minimum': 'v'}
+_MARKERS = {'robust': 'D', 'steepest': 'o', 'valley': 's', 'minimum': 'v'}
 
 
 def _figure():
@@ -33,8 +33,8 @@ def plot_range_test(
   Draws the raw and smoothed loss (for batched results from ``jax.vmap``: the
   medians, and a band from the lowest to the highest smoothed loss) up to the
   divergence, on a log axis for exponential sweeps; marks the
-  :func:`optax_clr.suggest_lr` suggestions ``steepest``, ``valley`` and
-  ``minimum``, shades the :func:`optax_clr.suggest_clr_bounds` interval
+  :func:`optax_clr.suggest_lr` suggestions ``robust`` (the default),
+  ``steepest``, ``valley`` and ``minimum``, shades the :func:`optax_clr.suggest_clr_bounds` interval
   :math:`[\text{base\_lr}, \text{max\_lr}]` and draws a dashed line where the
   sweep diverged. A suggestion the curve is too short for is left out.
 
