@@ -45,6 +45,7 @@ import tqdm
 import optax_clr
 import optax_clr.nnx
 from examples import checkpointing
+from examples import compile_cache
 from examples import data
 from examples import metrics_log
 from examples import model as model_lib
@@ -866,6 +867,7 @@ def build_parser() -> argparse.ArgumentParser:
       help='processes in a multi-process run')
   add('--process-id', type=int, default=None,
       help='this process, 0 .. num_processes - 1')
+  compile_cache.add_flag(parser)
   return parser
 
 
@@ -873,6 +875,7 @@ def main(argv: Sequence[str] | None = None) -> int:
   """Runs the trainer from the command line; returns the exit status."""
   parser = build_parser()
   args = parser.parse_args(argv)
+  compile_cache.enable(args.compilation_cache)
   distributed = (args.coordinator, args.num_processes, args.process_id)
   if any(value is not None for value in distributed):
     if any(value is None for value in distributed):
