@@ -22,8 +22,9 @@ what ``python examples/train.py --schedule NAME`` would train. Outputs under
 ``--out``: ``results.json``, ``results.md`` (the table), ``curves.png`` (test
 accuracy and learning rate against iteration) and ``range_test.png``::
 
-  python examples/compare_schedules.py                # docs/compare/
+  python examples/compare_schedules.py                # runs/compare/
   python examples/compare_schedules.py --seeds 20 --epochs 24 --out /tmp/cmp
+  python examples/compare_schedules.py --out docs/compare  # the committed one
 """
 
 import argparse
@@ -330,7 +331,8 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
   add('--evals-per-epoch', type=int, default=4)
   add('--target', type=float, default=None,
       help='test accuracy to reach (default: the baseline\'s final mean)')
-  add('--out', default=os.path.join('docs', 'compare'))
+  add('--out', default=os.path.join('runs', 'compare'),
+      help='output folder (docs/compare holds the committed results)')
   compile_cache.add_flag(parser)
   return parser.parse_args(argv)
 

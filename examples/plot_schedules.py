@@ -13,7 +13,8 @@ The curves are the library's own schedules evaluated at every step (one
 ``jax.vmap`` per schedule); :func:`gallery_curves` returns them so that tests
 can compare them with independent formulas. Run::
 
-  python examples/plot_schedules.py --out docs/images
+  python examples/plot_schedules.py                   # runs/gallery/
+  python examples/plot_schedules.py --out docs/images  # the committed ones
 """
 
 import argparse
@@ -255,8 +256,9 @@ def save_gallery(out_dir: str) -> dict[str, str]:
 def main(argv: Sequence[str] | None = None) -> dict[str, str]:
   parser = argparse.ArgumentParser(description=__doc__.split('\n')[0])
   parser.add_argument(
-      '--out', default=os.path.join('docs', 'images'),
-      help='directory for the PNGs (default: docs/images)',
+      '--out', default=os.path.join('runs', 'gallery'),
+      help='directory for the PNGs (default: runs/gallery; the committed'
+      ' ones are in docs/images)',
   )
   args = parser.parse_args(argv)
   paths = save_gallery(args.out)

@@ -15,8 +15,9 @@ repeats): one sweep of K models against K sweeps of one model, and, for a traine
 a time from Python (as ``train.py`` does), one vmapped step call against K
 single-model step calls per step::
 
-  python examples/sweep.py
+  python examples/sweep.py        # heatmap in runs/sweep_heatmap.png
   python examples/sweep.py --max-lrs 0.05,0.1,0.2 --step-size-epochs 1,2,4
+  python examples/sweep.py --heatmap docs/images/sweep_heatmap.png  # the docs'
 
 The models train through ``optax_clr.sweep``; :mod:`examples.multi_model`
 holds the NNX glue, shared with ``compare_schedules.py``.
@@ -269,8 +270,10 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
                       help='timing repeats (0 skips the speedup measurement)')
   parser.add_argument('--timing-steps', type=int, default=100,
                       help='steps of the per-step (Python loop) timing')
-  parser.add_argument('--heatmap', default=os.path.join(
-      'docs', 'images', 'sweep_heatmap.png'))
+  parser.add_argument('--heatmap',
+                      default=os.path.join('runs', 'sweep_heatmap.png'),
+                      help='PNG to write (the committed one:'
+                      ' docs/images/sweep_heatmap.png)')
   compile_cache.add_flag(parser)
   return parser.parse_args(argv)
 

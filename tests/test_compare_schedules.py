@@ -2,6 +2,8 @@
 
 import dataclasses
 import json
+import os
+import re
 
 import numpy as np
 import pytest
@@ -43,6 +45,30 @@ def test_writes_json_table_and_pngs(out, results):
   lines = table.splitlines()
   assert len(lines) == 2 + len(POLICY_LABELS)
   assert [line.split(' | ')[0][2:] for line in lines[2:]] == POLICY_LABELS
+
+
+def _keys(tree):
+  if isinstance(tree, dict):
+    for key, value in tree.items():
+      yield key
+      yield from _keys(value)
+  elif isinstance(tree, list):
+    for value in tree:
+      yield from _keys(value)
+
+
+def test_results_carry_no_timings(results):
+  # A rerun must rewrite the committed docs/compare files only where the
+  # results changed: no wall-clock numbers in them.
+  keys = set(_keys(results))
+  assert 'lr' in keys and 'final_accuracy' in keys  # The walk sees nested keys.
+  timing = re.compile(r'(^|_)(seconds?|time|wall|elapsed|duration|s)$')
+  assert timing.search('wall_s') and not timing.search('inverse_time_decay')
+  assert not {k for k in keys if timing.search(k.lower())}
+
+
+def test_writes_under_runs_by_default():
+  assert cs.parse_args([]).out == os.path.join('runs', 'compare')
 
 
 def test_every_policy_has_per_seed_results(results):

@@ -1,6 +1,7 @@
 """The gallery draws exactly the seed's formulas, and writes its PNGs."""
 
 import math
+import os
 
 import numpy as np
 import pytest
@@ -157,6 +158,16 @@ def test_curves_cover_the_cycles():
   assert len(curves['triangular']) == ps.NUM_STEPS
   assert math.isclose(curves['triangular'].max(), ps.MAX_LR, rel_tol=1e-6)
   assert curves['range_test'][-1] == pytest.approx(ps.RAMP_END_LR)
+
+
+def test_main_writes_under_runs_by_default(tmp_path, monkeypatch):
+  monkeypatch.chdir(tmp_path)
+  paths = ps.main([])
+  assert sorted(os.path.relpath(p) for p in paths.values()) == [
+      os.path.join('runs', 'gallery', 'gallery.png'),
+      os.path.join('runs', 'gallery', 'gallery_momentum.png'),
+  ]
+  assert os.listdir(tmp_path) == ['runs']
 
 
 def test_main_writes_both_pngs(tmp_path):

@@ -146,6 +146,11 @@ def test_prepare_refuses_a_misaligned_eval(dataset):
     )
 
 
+def test_heatmap_goes_under_runs_by_default():
+  assert sweep.parse_args([]).heatmap == os.path.join(
+      'runs', 'sweep_heatmap.png')
+
+
 def test_main_prints_table_heatmap_and_speedup(tmp_path, capsys):
   heatmap = tmp_path / 'heatmap.png'
   result = sweep.main([
