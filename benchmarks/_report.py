@@ -3,7 +3,8 @@
 A benchmark's record is a dict with ``title``, ``params``, ``timings``
 (metric -> label -> :func:`benchmarks._harness.stats`), ``ratios`` (records
 of :func:`benchmarks._harness.ratio`), ``checks``, ``notes``, optional
-``memory`` (label -> bytes), ``figures`` and ``skipped`` (the reason).
+``memory`` (label -> bytes), ``figures``, ``skipped`` (the reason) and
+``quick`` (a smoke run: see :func:`unjudged`).
 """
 
 import json
@@ -31,6 +32,24 @@ def merge(path: str, environment: dict[str, Any], records: dict[str, Any]):
     json.dump(data, f, indent=1, sort_keys=False)
     f.write('\n')
   return data
+
+
+QUICK_NOTE = (
+    'Quick run: tiny sizes and few repeats, to check that every benchmark'
+    ' runs and that the compared implementations agree. Its timings are not'
+    ' judged against the targets; benchmarks/README.md gives the targets and'
+    ' the results of the full run.'
+)
+
+
+def unjudged(record: dict[str, Any]) -> dict[str, Any]:
+  """A quick run's record: marked ``quick``, no ratio judged on a target.
+
+  The targets stay in the record (they say what a full run is judged on);
+  ``met`` becomes None, and the markdown shows neither target nor verdict.
+  """
+  ratios = [dict(r, met=None) for r in record.get('ratios', [])]
+  return dict(record, quick=True, ratios=ratios)
 
 
 def _environment_line(env: dict[str, Any]) -> str:
@@ -79,7 +98,16 @@ def benchmark_markdown(name: str, record: dict[str, Any]) -> list[str]:
         cells.append(_harness.format_bytes(memory.get(label)))
       lines.append('| ' + ' | '.join(cells) + ' |')
     lines.append('')
-  if record.get('ratios'):
+  if record.get('ratios') and record.get('quick'):
+    lines += ['| A / B | metric | median ratio | ratio of mins |',
+              '|---|---|---|---|']
+    for r in record['ratios']:
+      lines.append(
+          f"| {r['a']} / {r['b']} | {r['metric']} | {r['ratio']:.3g}x"
+          f" | {r['min_ratio']:.3g}x |"
+      )
+    lines.append('')
+  elif record.get('ratios'):
     lines += ['| A / B | metric | median ratio | ratio of mins | target | |',
               '|---|---|---|---|---|---|']
     for r in record['ratios']:
@@ -105,10 +133,15 @@ def benchmark_markdown(name: str, record: dict[str, Any]) -> list[str]:
 
 
 def summary(data: dict[str, Any]) -> list[str]:
-  """One table of every ratio that has a target, across the benchmarks."""
+  """One table of every ratio that has a target, across the benchmarks.
+
+  Quick runs' ratios are left out: they are not judged.
+  """
   lines = ['| benchmark | A / B | metric | median ratio | ratio of mins'
            ' | target | |', '|---|---|---|---|---|---|---|']
   for name, record in data['benchmarks'].items():
+    if record.get('quick'):
+      continue
     for r in record.get('ratios', []):
       if r['target'] is not None:
         lines.append(
@@ -121,10 +154,16 @@ def summary(data: dict[str, Any]) -> list[str]:
 
 def markdown(data: dict[str, Any]) -> str:
   """The whole results file as markdown."""
+  records = data['benchmarks'].values()
+  quick = bool(records) and all(r.get('quick') for r in records)
   lines = ['# optax_clr benchmarks', '']
-  lines += ['Command: `python benchmarks/run.py`.', '']
+  command = 'python benchmarks/run.py' + (' --quick' if quick else '')
+  lines += [f'Command: `{command}`.', '']
   lines += [_environment_line(data['environment']), '']
-  lines += ['## Targets', ''] + summary(data)
+  if quick:
+    lines += [QUICK_NOTE, '']
+  else:
+    lines += ['## Targets', ''] + summary(data)
   lines += ['## Details', '']
   lines += [
       'Times are seconds per call: median (min - max) of interleaved'

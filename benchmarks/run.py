@@ -15,8 +15,11 @@ named: ``suggest`` (``benchmarks/suggest.py``, suggested learning rates
 against grid search, minutes long).
 
 A full run merges its benchmarks into ``<device>.json`` (earlier results of
-the others are kept) and rewrites ``<device>.md``. A ``--quick`` run writes
-only where ``--out`` is given.
+the others are kept) and rewrites ``<device>.md``, and judges each ratio
+against its target ("met" or "MISSED"). A ``--quick`` run prints its numbers
+without verdicts (tiny sizes and three repeats measure nothing worth
+judging) and writes only where ``--out`` is given. ``benchmarks/README.md``
+describes each benchmark, its targets and the committed results.
 """
 
 import argparse
@@ -71,6 +74,8 @@ def run_one(name: str, settings: _harness.Settings, out_dir: str | None):
   else:
     record = module.run(settings)
   record['wall_s'] = time.perf_counter() - start
+  if settings.quick:
+    record = _report.unjudged(record)
   return record
 
 
@@ -82,6 +87,8 @@ def main(argv=None) -> dict:
   out_dir = args.out if args.out else (None if args.quick else RESULTS_DIR)
   environment = _harness.environment()
   print(json.dumps(environment))
+  if args.quick:
+    print(_report.QUICK_NOTE, flush=True)
   records = {}
   for name in args.names or BENCHMARKS:
     print(f'== {name}', flush=True)
