@@ -165,6 +165,11 @@ def _skip(num_steps: int) -> int:
 
 
 def _steepest(lrs, loss, num_steps):
+  """The steepest descent of ``loss`` against log lr, up to its lowest point.
+
+  Past the lowest point the curve only rises on average; a drop there is
+  noise (a spike and its recovery), not the descent the rule looks for.
+  """
   skip = _skip(num_steps)
   valid = loss.size
   positive = np.flatnonzero(lrs[:valid] > 0)
@@ -173,7 +178,9 @@ def _steepest(lrs, loss, num_steps):
     raise _too_short("method='steepest'", valid - first, 2 * skip + 1)
   x = np.log(lrs[first:valid])
   slope = np.gradient(loss[first:valid], x)
-  return first + skip + int(np.argmin(slope[skip:-skip]))
+  lowest = int(np.argmin(loss[first:valid]))
+  end = max(min(lowest + 1, slope.size - skip), skip + 1)
+  return first + skip + int(np.argmin(slope[skip:end]))
 
 
 def _valley(loss):
@@ -204,7 +211,8 @@ def suggest_lr(result: Any, *, method: str = DEFAULT_METHOD) -> float:
 
   .. math::
 
-    t^* = \arg\min_{s \le t < n - s} \frac{\partial c}{\partial x}(t),
+    t^* = \arg\min_{s \le t \le \max(s, \min(t_{\min}, n - s - 1))}
+      \frac{\partial c}{\partial x}(t),
     \qquad
     \text{lr} = \begin{cases}
       \sqrt{\text{lr}_{t^*} \cdot \text{lr}_{t_{\min}} / 2}

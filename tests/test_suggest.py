@@ -81,7 +81,9 @@ def reference(losses, method, diverged_step=NUM_STEPS):
         h0, h1 = x[t] - x[t - 1], x[t + 1] - x[t]
         slopes.append((h0**2 * c[t + 1] - h1**2 * c[t - 1]
                        + (h1**2 - h0**2) * c[t]) / (h0 * h1 * (h0 + h1)))
-    best = min(range(SKIP, n - SKIP), key=lambda t: (slopes[t], t))
+    lowest = min(range(n), key=lambda t: (c[t], t))
+    last = max(SKIP, min(lowest, n - SKIP - 1))  # descent up to the lowest
+    best = min(range(SKIP, last + 1), key=lambda t: (slopes[t], t))
     return LRS[best]
   assert method == 'valley'
   best_a, best_len = 0, 0
@@ -105,6 +107,20 @@ class TestKnownAnswers:
 
   def test_steepest_point_of_a_tanh(self):
     assert suggest(steep_curve(), 'steepest') == pytest.approx(1e-2, rel=1e-9)
+
+  def test_steepest_descent_is_before_the_lowest_point(self):
+    # A gentle descent centred at 1e-3 to the lowest point near 1e-2, then a
+    # rise with a spike at 0.1 whose recovery is far steeper than the
+    # descent: the recovery is noise past the minimum, not the descent.
+    loss = 2.0 - 0.5 * np.tanh(2.0 * (LOG + 3.0))
+    loss[60:] = loss[60] + 0.02 * (np.arange(NUM_STEPS - 60))
+    loss[78:81] += 3.0  # the spike, t = 78..80
+    lowest = int(np.argmin(reference_curve(loss)))
+    assert lowest < 70
+    got = suggest(loss, 'steepest')
+    assert got == pytest.approx(reference(loss, 'steepest'), rel=1e-9)
+    assert got == pytest.approx(1e-3, rel=0.15)
+    assert got <= LRS[lowest]
 
   def test_minimum_is_a_tenth_of_the_lowest_point(self):
     assert suggest(bowl(), 'minimum') == pytest.approx(1e-2, rel=1e-9)
