@@ -27,8 +27,8 @@ ENVIRONMENT_KEYS = ('device_kind', 'platform', 'jax', 'jaxlib', 'optax',
                     'flax')
 STAT_KEYS = ('median_s', 'min_s', 'max_s', 'repeats', 'samples_s')
 ROOT = pathlib.Path(__file__).resolve().parent.parent
-# The README's "Compared implementations agree" figures, max |ours - theirs|,
-# as written there (the range tests agree "exactly").
+# benchmarks/README.md's "Compared implementations agree" figures,
+# max |ours - theirs|, as written there (the range tests agree "exactly").
 CLAIMS = {'cycles': '7e-9', 'sweep': '5e-7', 'torch': '7e-7'}
 VERDICT = re.compile(r'\b(met|missed)\b', re.IGNORECASE)
 
@@ -208,7 +208,7 @@ def test_torch_agrees_with_ours(quick):
 
 
 def test_readme_states_the_tested_agreement():
-  readme = (ROOT / 'README.md').read_text(encoding='utf-8')
+  readme = (ROOT / 'benchmarks' / 'README.md').read_text(encoding='utf-8')
   sentence = ' '.join(
       readme.split('Compared implementations agree:')[1].split('.\n')[0]
       .split())
@@ -218,8 +218,23 @@ def test_readme_states_the_tested_agreement():
   assert f'torch and ours to {CLAIMS["torch"]} ' in sentence
 
 
+def test_readme_counts_the_committed_verdicts():
+  """benchmarks/README.md's tally of targets met and missed is cpu.json's."""
+  readme = (ROOT / 'benchmarks' / 'README.md').read_text(encoding='utf-8')
+  total, met, missed = map(int, re.search(
+      r'Of the (\d+) ratios with a target, (\d+) are met and (\d+) missed',
+      readme).groups())
+  with open(ROOT / 'benchmarks' / 'results' / 'cpu.json',
+            encoding='utf-8') as f:
+    benchmarks = json.load(f)['benchmarks']
+  verdicts = [r['met'] for record in benchmarks.values()
+              for r in record.get('ratios', []) if r['target'] is not None]
+  assert (total, met, missed) == (
+      len(verdicts), verdicts.count(True), verdicts.count(False))
+
+
 def test_committed_results_bear_out_the_claims():
-  """The full-size CPU run the README quotes, as committed."""
+  """The full-size CPU run benchmarks/README.md quotes, as committed."""
   with open(ROOT / 'benchmarks' / 'results' / 'cpu.json',
             encoding='utf-8') as f:
     benchmarks = json.load(f)['benchmarks']
