@@ -64,25 +64,3 @@ doctest_test_doctest_blocks = 'default'
 html_theme = 'furo'
 html_title = f'optax_clr {release}'
 html_static_path = []
-
-# Pages other people maintain in docs/: each joins its toctree once the file
-# exists, so the site builds (with warnings as errors) with or without them.
-OPTIONAL_PAGES = {
-    'index': ('reliability', 'trainer_reliability', 'find_lr'),
-    'reports': ('suggestion_quality',),
-}
-
-
-def _add_optional_pages(app, docname, source):
-  del app
-  pages = [page for page in OPTIONAL_PAGES.get(docname, ())
-           if (HERE / f'{page}.md').exists()]
-  if pages:
-    source[0] += (
-        '\n\n```{toctree}\n:caption: More\n:maxdepth: 1\n\n'
-        + '\n'.join(pages) + '\n```\n'
-    )
-
-
-def setup(app):
-  app.connect('source-read', _add_optional_pages)
