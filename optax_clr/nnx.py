@@ -12,7 +12,7 @@ it raises an ImportError saying so.
 """
 
 from collections.abc import Callable, Mapping, Sequence
-from typing import Any
+from typing import Any, cast
 
 import jax
 import optax
@@ -220,7 +220,8 @@ def sweep(
       )
   # One module (an nnx.List is a module and a sequence) or K of them.
   several = isinstance(model, Sequence) and not isinstance(model, _nnx.Module)
-  models = list(model) if several else [model]
+  models = list(cast(Sequence[_nnx.Module], model)) if several else [
+      cast(_nnx.Module, model)]
   for i, module in enumerate(models):
     _check_module(f'model[{i}]' if several else 'model', module)
   pure_loss_fn, params, model_state = split_loss(models[0], loss_fn)
