@@ -98,23 +98,17 @@ def benchmark_markdown(name: str, record: dict[str, Any]) -> list[str]:
         cells.append(_harness.format_bytes(memory.get(label)))
       lines.append('| ' + ' | '.join(cells) + ' |')
     lines.append('')
-  if record.get('ratios') and record.get('quick'):
-    lines += ['| A / B | metric | median ratio | ratio of mins |',
-              '|---|---|---|---|']
+  if record.get('ratios'):
+    judged = not record.get('quick')  # A quick run's ratios are not judged.
+    lines += ['| A / B | metric | median ratio | ratio of mins |'
+              + (' target | |' if judged else ''),
+              '|---|---|---|---|' + ('---|---|' if judged else '')]
     for r in record['ratios']:
+      verdict = (f" {r['target'] or ''} | {_met_cell(r['met'])} |"
+                 if judged else '')
       lines.append(
           f"| {r['a']} / {r['b']} | {r['metric']} | {r['ratio']:.3g}x"
-          f" | {r['min_ratio']:.3g}x |"
-      )
-    lines.append('')
-  elif record.get('ratios'):
-    lines += ['| A / B | metric | median ratio | ratio of mins | target | |',
-              '|---|---|---|---|---|---|']
-    for r in record['ratios']:
-      lines.append(
-          f"| {r['a']} / {r['b']} | {r['metric']} | {r['ratio']:.3g}x"
-          f" | {r['min_ratio']:.3g}x | {r['target'] or ''}"
-          f" | {_met_cell(r['met'])} |"
+          f" | {r['min_ratio']:.3g}x |" + verdict
       )
     lines.append('')
   for figure in record.get('figures', []):
