@@ -2,7 +2,7 @@
 
 ``optax.linear_schedule`` is the floor (one clip and one multiply-add). Each
 of our schedules and optax's built-ins (``cosine_onecycle_schedule``,
-``exponential_decay``, ``sgdr_schedule``) is timed against it, and the seed's
+``exponential_decay``, ``sgdr_schedule``) is timed against it, and the textbook
 naive ``triangular2`` (a float cycle and ``2.0 ** (cycle - 1)``) against ours
 (integer cycle arithmetic and an exponent written into the float's bits).
 Targets: triangular <= 1.3x linear_schedule, every cyclic mode <= 2.5x.
@@ -25,7 +25,7 @@ CYCLIC = ('triangular', 'triangular2', 'exp_range', 'cyclic_momentum')
 
 
 def naive_triangular2(base_lr, max_lr, step_size) -> optax.Schedule:
-  """The seed's formula in float arithmetic with ``2.0 ** (cycle - 1)``."""
+  """Smith's formula in float arithmetic with ``2.0 ** (cycle - 1)``."""
 
   def schedule(count):
     t = jnp.asarray(count, jnp.float32)

@@ -1,6 +1,6 @@
 r"""Draws every learning-rate policy of optax_clr, and cyclical momentum.
 
-Two PNGs, like the figures of the seed article and of Smith's papers:
+Two PNGs, like the figures of Smith's papers:
 
 * ``gallery.png``: triangular, triangular2, exp_range, one-cycle, the three
   decays (step, exponential, inverse time), the range test's ramp, cosine
@@ -29,16 +29,16 @@ import optax
 
 import optax_clr
 
-# The seed's example: 500 steps per epoch and a half cycle of 4 epochs.
+# Smith's example scale: 500 steps per epoch and a half cycle of 4 epochs.
 STEPS_PER_EPOCH = 500
 STEP_SIZE = 4 * STEPS_PER_EPOCH
 NUM_STEPS = 6 * STEP_SIZE  # Three full cycles.
-BASE_LR = 0.001  # The seed's bounds: max_lr read off the range test,
+BASE_LR = 0.001  # Bounds as a range test gives them: max_lr read off it,
 MAX_LR = 0.006  # base_lr about a quarter of it.
 EXP_RANGE_GAMMA = 0.99994  # The value used in the Keras CLR examples.
 STEP_DECAY_FACTOR = 0.5  # "Halve the rate every n epochs".
 STEP_DECAY_EPOCHS = 2
-EXPONENTIAL_DECAY_RATE = 0.95  # The seed's 0.95 ** epoch.
+EXPONENTIAL_DECAY_RATE = 0.95  # "Multiply by 0.95 per epoch".
 INVERSE_TIME_DECAY_RATE = 0.5  # lr0 / (1 + 0.5 * epoch).
 ONE_CYCLE_PCT_START = 0.3
 BASE_MOMENTUM = 0.85

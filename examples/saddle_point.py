@@ -40,7 +40,7 @@ Their shapes span a training run of ``T = saddle_at + steps`` steps, of
 which the last ``steps`` are simulated (the run reaches the start point
 ``saddle_at`` steps into training): the decays fall to ``--decay-to`` of
 their initial rate at step ``T``, the cycles have ``--cycles`` periods in
-``T`` with ``base_lr = --base-fraction * max_lr`` (the seed's "a quarter of
+``T`` with ``base_lr = --base-fraction * max_lr`` (the usual "a quarter of
 ``max_lr``"), and exp_range's amplitude falls to ``--decay-to`` at ``T``.
 Two budgets make the policies comparable:
 
@@ -62,7 +62,7 @@ to write ``summary.md`` (one row per policy), ``table.md`` (one row per
 scenario and policy), ``results.json``, ``trajectories.png`` and
 ``loss_lr.png`` under ``--out``. By default two scenarios are run: the saddle
 is met at the start of training (``--saddle-at 0``, the decays' most
-favourable case) and 1000 steps into it (the seed's case: the rate has
+favourable case) and 1000 steps into it (the usual case: the rate has
 already decayed when the saddle is met). :func:`simulate` is the core that
 tests call on a few seeds and steps.
 """

@@ -262,7 +262,7 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
                       default=(1, 2, 4))
   parser.add_argument('--seeds', type=parse_list(int), default=(0, 1, 2))
   parser.add_argument('--ratio', type=float, default=4.0,
-                      help='base_lr = max_lr / ratio (the seed: 3 or 4)')
+                      help='base_lr = max_lr / ratio (Smith suggests 3 or 4)')
   parser.add_argument('--epochs', type=int, default=8)
   parser.add_argument('--batch-size', type=int, default=32)
   parser.add_argument('--momentum', type=float, default=0.9)

@@ -1,4 +1,4 @@
-"""Independent float64 references, written from the seed, the paper and PyTorch.
+"""Independent float64 references, written from the papers and from PyTorch.
 
 Nothing here imports optax_clr: these are the formulas the schedules must
 reproduce, in plain Python/NumPy, one step at a time.
@@ -9,8 +9,8 @@ import math
 import numpy as np
 
 
-def seed_clr(t, base_lr, max_lr, step_size, mode='triangular', gamma=1.0):
-  """The seed's three lines (symmetric cycles), for one integer step ``t``."""
+def smith_clr(t, base_lr, max_lr, step_size, mode='triangular', gamma=1.0):
+  """Smith's CLR formula (symmetric cycles) for one integer step ``t``."""
   cycle = np.floor(1 + t / (2 * step_size))
   x = np.abs(t / step_size - 2 * cycle + 1)
   if mode == 'triangular':

@@ -128,7 +128,7 @@ class TestPublishedPyTorchValues:
 
 
 class TestSeedFormula:
-  """The seed's ``cycle``/``x``/``scale_fn`` lines, in NumPy float64."""
+  """Smith's ``cycle``/``x``/``scale_fn`` lines, in NumPy float64."""
 
   @pytest.mark.parametrize('mode', ['triangular', 'triangular2', 'exp_range'])
   @pytest.mark.parametrize('step_size', [1, 3, 2000])
@@ -139,7 +139,7 @@ class TestSeedFormula:
     )
     steps = np.arange(0, 9 * step_size + 3)
     expected = [
-        reference.seed_clr(t, 0.001, 0.006, step_size, mode, gamma)
+        reference.smith_clr(t, 0.001, 0.006, step_size, mode, gamma)
         for t in steps
     ]
     np.testing.assert_allclose(

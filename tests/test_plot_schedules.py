@@ -1,4 +1,4 @@
-"""The gallery draws exactly the seed's formulas, and writes its PNGs."""
+"""The gallery draws exactly the published formulas, and writes its PNGs."""
 
 import math
 import os
@@ -16,7 +16,7 @@ PNG_SIGNATURE = b'\x89PNG\r\n\x1a\n'
 def _seed(mode, gamma=1.0):
   def curve(t):
     return np.array([
-        reference.seed_clr(k, ps.BASE_LR, ps.MAX_LR, ps.STEP_SIZE, mode, gamma)
+        reference.smith_clr(k, ps.BASE_LR, ps.MAX_LR, ps.STEP_SIZE, mode, gamma)
         for k in t
     ])
 
@@ -36,7 +36,7 @@ def _one_cycle(corners):
 
 
 def _cyclic_momentum(t):
-  # The seed's triangle, mirrored: max - (max - base) * max(0, 1 - x).
+  # Smith's triangle, mirrored: max - (max - base) * max(0, 1 - x).
   cycle = np.floor(1 + t / (2 * ps.STEP_SIZE))
   x = np.abs(t / ps.STEP_SIZE - 2 * cycle + 1)
   spread = ps.MAX_MOMENTUM - ps.BASE_MOMENTUM
