@@ -127,12 +127,12 @@ class TestPublishedPyTorchValues:
     np.testing.assert_allclose(values(lr, 13), expected, rtol=1e-6)
 
 
-class TestSeedFormula:
+class TestSmithFormula:
   """Smith's ``cycle``/``x``/``scale_fn`` lines, in NumPy float64."""
 
   @pytest.mark.parametrize('mode', ['triangular', 'triangular2', 'exp_range'])
   @pytest.mark.parametrize('step_size', [1, 3, 2000])
-  def test_matches_seed(self, mode, step_size):
+  def test_matches_smith(self, mode, step_size):
     gamma = 0.9995
     schedule = optax_clr.cyclic_schedule(
         0.001, 0.006, step_size, mode=mode, gamma=gamma
@@ -282,7 +282,7 @@ class TestExactFarOut:
     _, fraction = reference.exact_triangle(2**31 - 1, up, down)
     np.testing.assert_allclose(schedule(count), fraction, rtol=1e-6, atol=1e-7)
 
-  def test_seed_float32_formula_is_wrong_where_ours_is_exact(self):
+  def test_naive_float32_formula_is_wrong_where_ours_is_exact(self):
     # The float32 ``count / step_size`` of Keras/TFA lands on the wrong point
     # of the triangle at 2**31 - 1; integer arithmetic does not.
     count, step = 2**31 - 1, 3
