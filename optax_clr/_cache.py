@@ -103,7 +103,3 @@ class ProgramCache:
       while len(self._entries) > self._max_entries:
         self._entries.popitem(last=False)
     return program
-
-  def clear(self) -> None:
-    with self._lock:
-      self._entries.clear()
