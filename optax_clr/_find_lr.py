@@ -8,7 +8,7 @@ with the best validation score at the full budget wins.
 
 from collections.abc import Callable
 import math
-from typing import Any, NamedTuple
+from typing import Any, NamedTuple, cast
 
 import jax
 import jax.numpy as jnp
@@ -115,7 +115,7 @@ def _num_steps(batches: Any) -> int:
         'batches must be a pytree of arrays with a leading num_steps axis,'
         f' the same on every leaf; got leading sizes {sorted(sizes, key=str)}.'
     )
-  return int(sizes.pop())
+  return int(cast(int, sizes.pop()))  # None was refused above.
 
 
 def _check_eval(eval_fn, params, model_state, data):
@@ -418,7 +418,7 @@ def find_lr(
   scores = np.full((num_rungs, num_candidates), np.nan)
   seed_scores = np.full((num_rungs, num_candidates, num_seeds), np.nan)
   alive = np.arange(num_candidates)
-  previous = None
+  previous = result = None
   for rung in range(num_rungs):
     first = 0 if rung == 0 else int(steps[rung - 1])
     models = np.repeat(alive, num_seeds)  # candidate-major, seed-minor
@@ -475,9 +475,13 @@ def find_lr(
       break
   best = int(np.nanargmin(np.where(np.isnan(final), np.inf, final)))
   learning_rate = float(candidates[best])
-  winner = int(np.flatnonzero(alive == best)[0] * num_seeds) if best in alive else None
-  take_winner = lambda tree: (None if winner is None or tree is None else
-                              jax.tree.map(lambda x: x[winner], tree))
+  winner = None  # the chosen rate's first seed in the last sweep
+  if best in alive:
+    winner = int(np.flatnonzero(alive == best)[0] * num_seeds)
+  take_winner = lambda tree: (
+      None if winner is None or tree is None else
+      jax.tree.map(lambda x: x[winner], tree))
+  assert result is not None  # num_rungs >= 1 was checked.
   max_lr = CLR_MAX_FACTOR * learning_rate
   return FindLRResult(
       learning_rate=learning_rate,
