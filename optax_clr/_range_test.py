@@ -124,9 +124,13 @@ def _fill(value: jax.Array) -> jax.Array:
   return jnp.zeros_like(value)
 
 
-def _ramp_and_optimizer(start_lr, end_lr, static):
+def _ramp_and_optimizer(start_lr, end_lr, static, lrs=None):
   optimizer, hyperparam, num_steps, mode = static[1:5]
-  schedule = _ramp.range_test_schedule(start_lr, end_lr, num_steps, mode=mode)
+  if lrs is None:
+    schedule = _ramp.range_test_schedule(start_lr, end_lr, num_steps,
+                                         mode=mode)
+  else:  # The compiled sweep reads its own table: no ramp in the loop body.
+    schedule = lambda count: lrs[jnp.clip(count, 0, num_steps - 1)]
   return schedule, _make_optimizer(optimizer(), hyperparam, schedule)
 
 
@@ -149,7 +153,7 @@ def _init(params, model_state, start_lr, end_lr, *, static):
 
 
 def _step(carry, batch, key, start_lr, end_lr, smoothing, threshold, *,
-          static):
+          static, lrs=None):
   """One step of the sweep: loss, divergence check, update.
 
   After divergence the update is scaled by zero rather than selected away:
@@ -158,7 +162,7 @@ def _step(carry, batch, key, start_lr, end_lr, smoothing, threshold, *,
   as ``benchmarks/bench_compile.py`` does).
   """
   loss_fn, has_aux, stateful = static[0], static[5], static[6]
-  _, tx = _ramp_and_optimizer(start_lr, end_lr, static)
+  _, tx = _ramp_and_optimizer(start_lr, end_lr, static, lrs)
   step = carry.step
   loss, aux, model_state, grads = _loss.value_and_grad(
       loss_fn(), carry.params, carry.model_state, batch,
@@ -206,6 +210,7 @@ def _scan(params, model_state, batches, key, start_lr, end_lr, smoothing,
           threshold, *, static):
   num_steps = static[3]
   carry = _init(params, model_state, start_lr, end_lr, static=static)
+  lrs = _lrs(start_lr, end_lr, static=static)
   step = functools.partial(
       _step,
       key=key,
@@ -214,9 +219,10 @@ def _scan(params, model_state, batches, key, start_lr, end_lr, smoothing,
       smoothing=smoothing,
       threshold=threshold,
       static=static,
+      lrs=lrs,
   )
   carry, records = jax.lax.scan(step, carry, batches, length=num_steps)
-  return records, carry.diverged_step, _lrs(start_lr, end_lr, static=static)
+  return records, carry.diverged_step, lrs
 
 
 def _lrs(start_lr, end_lr, *, static):
