@@ -129,7 +129,7 @@ def _ramp_and_optimizer(start_lr, end_lr, static, lrs=None):
   if lrs is None:
     schedule = _ramp.range_test_schedule(start_lr, end_lr, num_steps,
                                          mode=mode)
-  else:  # The compiled sweep reads its own table: no ramp in the loop body.
+  else:  # A step reads the sweep's table: no ramp in the compiled loop body.
     schedule = lambda count: lrs[jnp.clip(count, 0, num_steps - 1)]
   return schedule, _make_optimizer(optimizer(), hyperparam, schedule)
 
@@ -153,7 +153,7 @@ def _init(params, model_state, start_lr, end_lr, *, static):
 
 
 def _step(carry, batch, key, start_lr, end_lr, smoothing, threshold, *,
-          static, lrs=None):
+          static, lrs):
   """One step of the sweep: loss, divergence check, update.
 
   After divergence the update is scaled by zero rather than selected away:
@@ -443,6 +443,7 @@ def range_test(
     _check_first_loss(losses)
   else:
     carry = init(params, model_state, start_lr, end_lr)
+    lrs = ramp(start_lr, end_lr)
     records = []
     iterator = iter(batches)
     for t in range(num_steps):
@@ -453,7 +454,7 @@ def range_test(
             f'batches ran out after {t} batches; num_steps={num_steps}'
             ' needs one batch per step.'
         ) from None
-      carry, record = step(carry, batch, key, *settings)
+      carry, record = step(carry, batch, key, *settings, lrs=lrs)
       records.append(record)
       if t == 0:
         _check_first_loss(record[0])
@@ -465,7 +466,6 @@ def range_test(
     records += [fill] * (num_steps - len(records))
     losses, smoothed, aux = jax.tree.map(lambda *x: jnp.stack(x), *records)
     diverged_step = carry.diverged_step
-    lrs = ramp(start_lr, end_lr)
 
   return RangeTestResult(
       lrs=lrs,
