@@ -8,7 +8,7 @@ with the best validation score at the full budget wins.
 
 from collections.abc import Callable
 import math
-from typing import Any, NamedTuple, cast
+from typing import Any, NamedTuple
 
 import jax
 import jax.numpy as jnp
@@ -105,17 +105,6 @@ def _wrapped(optimizer, schedule, eval_fn, stateful):
       lambda refs: _sweep_eval(refs[0], stateful),
   )
   return sweep_optimizer, sweep_eval
-
-
-def _num_steps(batches: Any) -> int:
-  leaves = jax.tree.leaves(batches)
-  sizes = {np.shape(leaf)[0] if np.ndim(leaf) else None for leaf in leaves}
-  if not leaves or len(sizes) != 1 or None in sizes:
-    raise ValueError(
-        'batches must be a pytree of arrays with a leading num_steps axis,'
-        f' the same on every leaf; got leading sizes {sorted(sizes, key=str)}.'
-    )
-  return int(cast(int, sizes.pop()))  # None was refused above.
 
 
 def _check_eval(eval_fn, params, model_state, data):
@@ -365,7 +354,7 @@ def find_lr(
   num_rungs, reduction = int(num_rungs), int(reduction)
   num_range_tests, range_test_steps = int(num_range_tests), int(
       range_test_steps)
-  num_steps = _num_steps(batches)
+  num_steps = _sweep._num_steps(batches, None)  # pylint: disable=protected-access
   steps = rung_steps(num_steps, num_rungs, reduction)
   if steps[0] < 1 or np.any(np.diff(steps) < 1):
     raise ValueError(
