@@ -3,6 +3,7 @@
 Every schedule is a jittable, vmappable ``optax.Schedule``.
 """
 
+from optax_clr._cooldown import cooldown_schedule
 from optax_clr._cyclic import cyclic_momentum_schedule
 from optax_clr._cyclic import cyclic_schedule
 from optax_clr._cyclic import exp_range_schedule
@@ -29,6 +30,7 @@ from optax_clr._sweep import SweepResult
 __version__ = '0.1.0'
 
 __all__ = (
+    'cooldown_schedule',
     'cosine_restarts_schedule',
     'cyclic_momentum_schedule',
     'cyclic_schedule',
