@@ -23,6 +23,7 @@ from optax_clr._restarts import cosine_restarts_schedule
 from optax_clr._suggest import suggest_clr_bounds
 from optax_clr._suggest import suggest_lr
 from optax_clr._wsd import wsd_schedule
+from optax_clr._wsd_restarts import wsd_restarts_schedule
 from optax_clr._sweep import grid
 from optax_clr._sweep import sweep
 from optax_clr._sweep import SweepResult
@@ -52,6 +53,7 @@ __all__ = (
     'SweepResult',
     'triangular2_schedule',
     'triangular_schedule',
+    'wsd_restarts_schedule',
     'wsd_schedule',
 )
 
