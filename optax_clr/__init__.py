@@ -4,6 +4,7 @@ Every schedule is a jittable, vmappable ``optax.Schedule``.
 """
 
 from optax_clr._cooldown import cooldown_schedule
+from optax_clr._current import current_learning_rate
 from optax_clr._cyclic import cyclic_momentum_schedule
 from optax_clr._cyclic import cyclic_schedule
 from optax_clr._cyclic import exp_range_schedule
@@ -33,6 +34,7 @@ __version__ = '0.1.0'
 __all__ = (
     'cooldown_schedule',
     'cosine_restarts_schedule',
+    'current_learning_rate',
     'cyclic_momentum_schedule',
     'cyclic_schedule',
     'exp_range_schedule',
