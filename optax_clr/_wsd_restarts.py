@@ -11,7 +11,7 @@ cycle), and no intermediate overflows.
 """
 
 from collections.abc import Sequence
-from typing import Any
+from typing import Any, cast
 
 import jax
 import jax.core
@@ -212,14 +212,15 @@ def wsd_restarts_schedule(
     if not listed:
       lengths = decays = None
   dtype = _numerics.output_dtype(peak_lr, init_lr, final_lr)
+  single = cast(jax.typing.ArrayLike, cycle_steps)  # read when not listed
 
   def schedule(count: jax.typing.ArrayLike) -> jax.Array:
     count = _numerics.as_count(count)
     if lengths is None or decays is None:
       index, position, _ = _restarts.restart_position(
-          count, cycle_steps, 1, dtype
+          count, single, 1, dtype
       )
-      length = _numerics.as_int(cycle_steps, count)
+      length = _numerics.as_int(single, count)
       decay = jnp.minimum(_wsd.steps_like(decay_steps, count), length)
       past = jnp.zeros(count.shape, bool)
     else:
