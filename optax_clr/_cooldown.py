@@ -56,7 +56,8 @@ def cooldown_schedule(
   exact at ``2**31 - 1`` (``10**12`` with ``jax_enable_x64``), and
   :math:`s + D` is never formed, so it cannot overflow. ``final_lr`` may be
   traced too. Concrete arguments are checked here; traced ones are not.
-  The output dtype is that of ``schedule``'s output (float32 for float32).
+  The output is float32 for a float32 (or bfloat16) ``schedule``, float64
+  for a float64 one under x64.
 
   Args:
     schedule: the base schedule, any ``optax.Schedule`` (it is called with
