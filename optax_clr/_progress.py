@@ -124,8 +124,8 @@ _TOKENS = itertools.count(1)
 _LOCK = threading.Lock()
 
 
-def _update(token: Any, done: Any) -> None:
-  """The host side of :func:`report`: moves bar ``token`` to ``done``."""
+def update(token: Any, done: Any) -> None:
+  """Moves bar ``token`` to ``done`` steps (the host side of :func:`report`)."""
   with _LOCK:
     bar = _BARS.get(int(token))
     if bar is not None and int(done) > bar.n:
@@ -170,7 +170,7 @@ def report(token: jax.Array, done: jax.Array, total: int,
   due = (token > 0) & ((done % every == 0) | (done == total))
   jax.lax.cond(
       due,
-      lambda: jax.debug.callback(_update, token, done),
+      lambda: jax.debug.callback(update, token, done),
       lambda: None,
   )
 

@@ -542,10 +542,26 @@ def sweep(
   ``lax.scan`` of the training step, ``jax.vmap``-ed over the K models and
   ``jax.jit``-ed once. Inside the program the hyperparameters are traced
   scalars, so a schedule built from them compiles once, and calling again
-  with other values of the same shapes reuses the compiled program. The K
-  axis is sharded over the local devices (a 1-D mesh, ``NamedSharding``); a
-  K that the device count does not divide is padded with copies of the last
-  model and trimmed, with results equal to a one-device run.
+  with other values of the same shapes reuses the compiled program.
+
+  The K axis is sharded over the ``models`` axis of ``mesh``: by default a
+  1-D mesh over every device of every process (``jax.devices()``; one
+  process uses at most K devices), so under ``jax.distributed`` each process
+  trains only the models of its own devices. A mesh with a ``data`` axis as
+  well trains each model data-parallel: its batch axis is split over
+  ``data`` and the compiler reduces the gradients, so a model whose batch
+  does not fit one device can be swept. K is padded with copies of the last
+  model to fill the devices (and the chunks) and trimmed, with results equal
+  to a one-device run. On each device the models run side by side
+  (``vmap``), or ``chunk_size`` at a time, one chunk after another inside the
+  same program (``lax.map``): at most ``chunk_size`` models' activations and
+  gradients are in memory at once, with results equal to the unchunked
+  sweep. When ``chunk_size`` is not given it is chosen by a rule: all models
+  side by side, except on CPU when vmapping ``loss_fn`` over the models'
+  parameters turns its convolutions into grouped convolutions (seen in its
+  jaxpr), which XLA:CPU runs several times slower than one model's; then
+  one model at a time, as fast as K separate jitted runs
+  (``benchmarks/bench_loop.py`` measures both).
 
   Step :math:`t` of model :math:`k` computes
 
@@ -607,20 +623,45 @@ def sweep(
       previous result and the rest of the data, a sweep continued in pieces
       equals one sweep over the whole (successive halving trains the
       survivors on this way).
+    mesh: None (every device, above), or a ``jax.sharding.Mesh`` with a
+      ``models`` axis and optionally a ``data`` axis (no others), over
+      devices of one or several processes. Inputs may be host arrays (NumPy,
+      the same on every process) or global ``jax.Array`` s.
+    chunk_size: at most this many models side by side on one device, ``>=
+      1``; None chooses (above). ``1`` trains a device's models one after
+      another.
+    gather: whether ``params``, ``model_state`` and ``opt_state`` come back
+      replicated on every device (readable on every process) rather than
+      sharded over the ``models`` axis.
+    progress: False, True, an int ``N`` (an update every ``N`` steps) or a
+      dict of ``tqdm.tqdm`` options: a bar of steps done (passes of chunks
+      times ``num_steps``), updated from inside the compiled program through
+      a host callback, never a per-step sync; drawn by process 0. Needs
+      tqdm (the ``progress`` extra).
 
   Returns:
     result
       A :class:`SweepResult` with a leading K axis on every field but
-      ``eval_steps``.
+      ``eval_steps``. The per-step records (``losses``, ``aux``, ``evals``,
+      ``learning_rates``) and ``hyperparams`` are whole on every process.
+      ``params``, ``model_state`` and ``opt_state`` are global arrays
+      sharded over the ``models`` axis (each process holds the models its
+      devices trained) unless ``gather``; with several processes, read
+      model ``k`` on every process with ``jax.tree.map(lambda x:
+      multihost_utils.process_allgather(x)[k], result.params)``
+      (``jax.experimental.multihost_utils``), or sweep with ``gather=True``.
 
   Raises:
     ValueError: ``hyperparams`` of different lengths, ``optimizer`` reading
-      a name ``hyperparams`` lacks or refusing a model's values, a stacked argument whose leading size is
-      not K, batches without a common ``num_steps`` axis, or a bad
-      ``eval_every``. All raised before anything compiles.
+      a name ``hyperparams`` lacks or refusing a model's values, a stacked
+      argument whose leading size is not K, batches without a common
+      ``num_steps`` axis, a bad ``eval_every``, a ``mesh`` without a
+      ``models`` axis or whose ``data`` axis does not divide the batch
+      size, or ``chunk_size < 1``. All raised before anything compiles.
     TypeError: a callable argument that is not callable, ``optimizer`` not
-      returning an ``optax.GradientTransformation``, or ``hyperparams`` not
-      a dict of numbers.
+      returning an ``optax.GradientTransformation``, ``hyperparams`` not
+      a dict of numbers, ``mesh`` not a ``Mesh`` or a bad ``progress``.
+    ImportError: ``progress`` without tqdm installed.
 
   Examples:
     >>> import jax.numpy as jnp

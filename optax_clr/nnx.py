@@ -133,7 +133,8 @@ def range_test(
       ``has_aux=True``).
     batches: as in :func:`optax_clr.range_test`.
     **range_test_kwargs: any keyword of :func:`optax_clr.range_test`
-      (``start_lr``, ``num_steps``, ``key``...). With ``key``, the module's
+      (``start_lr``, ``num_steps``, ``key``, ``mesh`` for a data-parallel
+      test, ``progress``...). With ``key``, the module's
       random streams are reseeded from ``jax.random.fold_in(key, t)`` at
       step ``t``; without it, they continue from the module's own state.
 
@@ -202,7 +203,11 @@ def sweep(
     eval_fn: ``eval_fn(model) -> metrics`` on a copy of each trained module,
       every ``eval_every`` updates (call ``model.eval()`` inside it for
       inference mode), or None.
-    **sweep_kwargs: ``batches_axis``, ``key``, ``has_aux``, ``eval_every``.
+    **sweep_kwargs: ``batches_axis``, ``key``, ``has_aux``, ``eval_every``,
+      ``mesh``, ``chunk_size``, ``gather``, ``progress`` (see
+      :func:`optax_clr.sweep`). A CNN's models run one at a time on CPU
+      unless ``chunk_size`` says otherwise: vmapped, its convolutions become
+      grouped convolutions, which XLA:CPU runs far slower.
 
   Returns:
     result
