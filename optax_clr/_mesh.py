@@ -126,6 +126,22 @@ def put(leaf: Any, sharding: jax.sharding.NamedSharding,
   )
 
 
+def put_all(leaves: Sequence[Any], shardings: Sequence[Any],
+            paddings: Sequence[int]) -> list[jax.Array]:
+  """:func:`put` of every leaf; one batched transfer on one process."""
+  if jax.process_count() > 1:
+    return [put(*args) for args in zip(leaves, shardings, paddings)]
+  placed = [_pad_host(leaf, padding) if padding else leaf
+            for leaf, padding in zip(leaves, paddings)]
+  moved = [i for i, (leaf, sharding) in enumerate(zip(placed, shardings))
+           if not (isinstance(leaf, jax.Array) and
+                   leaf.sharding.is_equivalent_to(sharding, leaf.ndim))]
+  for i, leaf in zip(moved, jax.device_put([placed[i] for i in moved],
+                                           [shardings[i] for i in moved])):
+    placed[i] = leaf
+  return placed
+
+
 def local(tree: Any) -> Any:
   """Every leaf readable on this process: replicated arrays' local copy."""
 

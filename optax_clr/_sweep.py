@@ -494,23 +494,24 @@ def _check_chunk_size(chunk_size: Any) -> int | None:
 def _place(args, in_axes, plan, batches_axis):
   """Pads the K axis to the plan's size and shards it over the mesh."""
   mesh, padding = plan.mesh, plan.padded - plan.num_models
-  sharding = lambda spec: jax.sharding.NamedSharding(mesh, spec)
-  placed = []
+  specs, paddings = [], []
   for i, (arg, axis) in enumerate(zip(args, in_axes)):
     if i == 4:  # batches: the batch axis over data.
       batch_axis = 1 if batches_axis is None else 2
-      placed.append(jax.tree.map(
-          lambda x: _mesh.put(x, sharding(_mesh.batch_spec(
-              mesh, np.ndim(x), batch_axis, axis == 0)), padding if axis == 0
-                             else 0), arg))
-    elif axis is None:
-      placed.append(jax.tree.map(
-          lambda x: _mesh.put(x, sharding(_mesh.P())), arg))
+      spec = lambda x, axis=axis: _mesh.batch_spec(
+          mesh, np.ndim(x), batch_axis, axis == 0)
     else:
-      placed.append(jax.tree.map(
-          lambda x: _mesh.put(x, sharding(_mesh.P(MODEL_AXIS)), padding),
-          arg))
-  return placed
+      spec = lambda x, axis=axis: _mesh.P() if axis is None else _mesh.P(
+          MODEL_AXIS)
+    specs.append(jax.tree.map(spec, arg))
+    paddings.append(jax.tree.map(
+        lambda x, axis=axis: 0 if axis is None else padding, arg))
+  leaves, treedef = jax.tree.flatten(list(args))
+  shardings = [jax.sharding.NamedSharding(mesh, spec)
+               for spec in jax.tree.leaves(
+                   specs, is_leaf=lambda x: isinstance(x, _mesh.P))]
+  placed = _mesh.put_all(leaves, shardings, jax.tree.leaves(paddings))
+  return jax.tree.unflatten(treedef, placed)
 
 
 def sweep(
@@ -678,6 +679,91 @@ def sweep(
     >>> [round(float(loss), 4) for loss in result.losses[:, -1]]
     [1.3922, 0.0006, 0.0]
   """
+  prepared = _prepare(
+      loss_fn, params, optimizer, hyperparams, batches,
+      params_axis=params_axis,
+      batches_axis=batches_axis,
+      model_state=model_state,
+      key=key,
+      has_aux=has_aux,
+      eval_fn=eval_fn,
+      eval_every=eval_every,
+      data=data,
+      opt_state=opt_state,
+      first_step=first_step,
+      mesh=mesh,
+      chunk_size=chunk_size,
+      gather=gather,
+      progress=progress,
+  )
+  program, args, plan, bar, hyperparams, num_steps, eval_every, evaluated = (
+      prepared)
+  mesh, num_models = plan.mesh, plan.num_models
+  total = plan.passes * num_steps
+  with _progress.bar(bar, total, 'sweep') as token:
+    operands = None
+    if bar is not None:
+      replicated = jax.sharding.NamedSharding(mesh, _mesh.P())
+      operands = tuple(
+          _mesh.put(np.asarray(x, np.int32), replicated)
+          for x in (token, bar.interval(total)))
+    outputs = program(*args, progress=operands)
+    if bar is not None:
+      jax.block_until_ready(outputs)
+  losses, params, model_state, aux, evals, learning_rates, opt_state = (
+      outputs)
+  trim = lambda tree: _mesh.trim(tree, num_models, mesh)
+  every = eval_every or num_steps
+  eval_steps = every * np.arange(1, num_steps // every + 1)
+  return SweepResult(
+      losses=_mesh.local(losses),
+      params=trim(params),
+      model_state=trim(model_state),
+      aux=_mesh.local(aux),
+      evals=_mesh.local(evals) if evaluated else None,
+      eval_steps=eval_steps,
+      hyperparams=hyperparams,
+      learning_rates=_mesh.local(learning_rates),
+      opt_state=trim(opt_state),
+  )
+
+
+class _Prepared(NamedTuple):
+  """A checked sweep, ready to run: its program and placed arguments."""
+
+  program: Any
+  args: list[Any]
+  plan: _Plan
+  bar: _progress.Progress | None
+  hyperparams: dict[str, jax.Array]
+  num_steps: int
+  eval_every: int | None
+  evaluated: bool
+
+
+def _prepare(
+    loss_fn: Callable[..., Any],
+    params: Any,
+    optimizer: Callable[[dict[str, jax.Array]], optax.GradientTransformation],
+    hyperparams: Mapping[str, Any],
+    batches: Any,
+    *,
+    params_axis: int | None = None,
+    batches_axis: int | None = None,
+    model_state: Any = None,
+    key: jax.Array | None = None,
+    has_aux: bool = False,
+    eval_fn: Callable[..., Any] | None = None,
+    eval_every: int | None = None,
+    data: Any = None,
+    opt_state: Any = None,
+    first_step: int = 0,
+    mesh: jax.sharding.Mesh | None = None,
+    chunk_size: int | None = None,
+    gather: bool = False,
+    progress: Any = False,
+) -> _Prepared:
+  """Checks the arguments of :func:`sweep`, builds and places (no run)."""
   loss_fn = _checks.check_callable('loss_fn', loss_fn)
   optimizer = _checks.check_callable('optimizer', optimizer)
   if eval_fn is not None:
@@ -742,33 +828,8 @@ def sweep(
        np.asarray(first_step, np.int32)),
       in_axes, plan, batches_axis,
   )
-  total = passes * num_steps
-  with _progress.bar(bar, total, 'sweep') as token:
-    operands = None
-    if bar is not None:
-      replicated = jax.sharding.NamedSharding(mesh, _mesh.P())
-      operands = tuple(
-          _mesh.put(np.asarray(x, np.int32), replicated)
-          for x in (token, bar.interval(total)))
-    outputs = program(*args, progress=operands)
-    if bar is not None:
-      jax.block_until_ready(outputs)
-  losses, params, model_state, aux, evals, learning_rates, opt_state = (
-      outputs)
-  trim = lambda tree: _mesh.trim(tree, num_models, mesh)
-  every = eval_every or num_steps
-  eval_steps = every * np.arange(1, num_steps // every + 1)
-  return SweepResult(
-      losses=_mesh.local(losses),
-      params=trim(params),
-      model_state=trim(model_state),
-      aux=_mesh.local(aux),
-      evals=None if eval_fn is None else _mesh.local(evals),
-      eval_steps=eval_steps,
-      hyperparams=hyperparams,
-      learning_rates=_mesh.local(learning_rates),
-      opt_state=trim(opt_state),
-  )
+  return _Prepared(program, args, plan, bar, hyperparams, num_steps,
+                   eval_every, eval_fn is not None)
 
 
 def _auto_chunk_size(programs, mesh, params, model_state, key, batches,
