@@ -1,6 +1,7 @@
 """The LR range test: one compiled sweep of a growing hyperparameter."""
 
 from collections.abc import Callable, Iterator
+import contextlib
 import functools
 import inspect
 from typing import Any, NamedTuple
@@ -15,6 +16,8 @@ from optax_clr import _accumulate
 from optax_clr import _cache
 from optax_clr import _checks
 from optax_clr import _loss
+from optax_clr import _mesh
+from optax_clr import _progress
 from optax_clr import _ramp
 
 # The floor of the divergence rule's scale: keeps a loss that starts at 0 from
@@ -213,7 +216,7 @@ def _step(carry, batch, key, start_lr, end_lr, smoothing, threshold,
 
 
 def _scan(params, model_state, batches, key, start_lr, end_lr, smoothing,
-          threshold, data=None, *, static):
+          threshold, data=None, progress=None, *, static):
   num_steps, accumulation_steps = static[3], static[7]
   if accumulation_steps > 1:
     batches = jax.tree.map(
@@ -231,6 +234,11 @@ def _scan(params, model_state, batches, key, start_lr, end_lr, smoothing,
       data=data,
       static=static,
   )
+  if progress is not None:  # (token, every): a bar of steps done.
+    def step(carry, batch, step=step):
+      carry, record = step(carry, batch)
+      _progress.report(progress[0], carry.step, num_steps, progress[1])
+      return carry, record
   carry, records = jax.lax.scan(step, carry, batches, length=num_steps)
   return records, carry.diverged_step, _lrs(start_lr, end_lr, static=static)
 
@@ -291,6 +299,23 @@ def _check_first_loss(losses: Any) -> None:
     )
 
 
+def _place_batch(mesh, leaf, *, axis):
+  """A batch leaf on ``mesh``, its batch axis split over ``data``."""
+  spec = _mesh.batch_spec(mesh, np.ndim(leaf), axis, models=False)
+  sharding = jax.sharding.NamedSharding(mesh, spec)
+  if isinstance(leaf, jax.core.Tracer):  # Under the user's jit or vmap.
+    return jax.lax.with_sharding_constraint(leaf, sharding)
+  return _mesh.put(leaf, sharding)
+
+
+def _replicate(mesh, tree):
+  sharding = jax.sharding.NamedSharding(mesh, _mesh.P())
+  put = lambda leaf: (jax.lax.with_sharding_constraint(leaf, sharding)
+                      if isinstance(leaf, jax.core.Tracer)
+                      else _mesh.put(leaf, sharding))
+  return jax.tree.map(put, tree)
+
+
 def range_test(
     loss_fn: Callable[..., Any],
     params: Any,
@@ -309,6 +334,8 @@ def range_test(
     key: jax.Array | None = None,
     data: Any = None,
     accumulation_steps: int = 1,
+    mesh: jax.sharding.Mesh | None = None,
+    progress: Any = False,
 ) -> RangeTestResult:
   r"""Sweeps a hyperparameter upwards for ``num_steps`` and records the loss.
 
@@ -403,6 +430,17 @@ def range_test(
       :func:`optax_clr.sweep`; then ``batches`` can hold indices into it.
     accumulation_steps: the number of microbatches per step, a whole
       number ``>= 1``.
+    mesh: None (one device), or a ``jax.sharding.Mesh`` with a ``data``
+      axis (over devices of one or several processes): the test runs
+      data-parallel, every batch split along its axis 0 over ``data`` (the
+      size of that axis must divide the batch size) and the gradients
+      reduced by the compiler; other axes (``models``) replicate it. Inputs
+      may be host arrays, the same on every process, or global arrays; every
+      process receives the whole result.
+    progress: False, True, an int ``N`` (an update every ``N`` steps) or a
+      dict of ``tqdm.tqdm`` options: a bar of steps done, updated from
+      inside the compiled program (drawn by process 0; needs tqdm, the
+      ``progress`` extra).
 
   Returns:
     result
@@ -456,6 +494,10 @@ def range_test(
   _check_hyperparam(optimizer, hyperparam)
   _checks.check_step_count('accumulation_steps', accumulation_steps)
   accumulation_steps = int(accumulation_steps)
+  if mesh is not None:
+    mesh = _mesh.check(mesh, axes=(_mesh.DATA_AXIS, _mesh.MODEL_AXIS),
+                       required=_mesh.DATA_AXIS, caller='range_test')
+  bar = _progress.check(progress)
 
   tx = _make_optimizer(optimizer, hyperparam, schedule)
   if not isinstance(tx, optax.GradientTransformation):
@@ -474,31 +516,59 @@ def range_test(
       ),
   )
 
-  if _is_stacked(batches):
+  stacked = _is_stacked(batches)
+  if stacked:
     _check_stacked(batches, num_steps, accumulation_steps)
-    (losses, smoothed, aux), diverged_step, lrs = scan(
-        params, model_state, batches, key, *settings, data
-    )
+  place = lambda batch: batch
+  if mesh is not None:
+    place = functools.partial(_place_batch, mesh)
+    if stacked:
+      _mesh.check_batch(batches, 1, _mesh.size(mesh, _mesh.DATA_AXIS))
+      batches = jax.tree.map(lambda x: place(x, axis=1), batches)
+    params, model_state, key, data = _replicate(
+        mesh, (params, model_state, key, data))
+
+  if stacked:
+    with _progress.bar(bar, num_steps, 'range test') as token:
+      operands = None
+      if bar is not None:
+        operands = _progress.operands(token, bar.interval(num_steps))
+      (losses, smoothed, aux), diverged_step, lrs = scan(
+          params, model_state, batches, key, *settings, data, operands
+      )
+      if bar is not None and not isinstance(losses, jax.core.Tracer):
+        jax.block_until_ready(losses)
+    if mesh is not None:
+      losses, smoothed, aux, diverged_step, lrs = _mesh.local(
+          (losses, smoothed, aux, diverged_step, lrs))
     _check_first_loss(losses)
   else:
     carry = init(params, model_state, start_lr, end_lr)
     records = []
     iterator = iter(batches)
+    stack = contextlib.ExitStack()
+    token = stack.enter_context(_progress.bar(bar, num_steps, 'range test'))
     for t in range(num_steps):
       micro = []
       for j in range(accumulation_steps):
         try:
           micro.append(next(iterator))
         except StopIteration:
+          stack.close()
           raise ValueError(
               f'batches ran out after {t * accumulation_steps + j} batches;'
               f' num_steps={num_steps} needs one batch per step'
               + ('.' if accumulation_steps == 1 else
                  f', times accumulation_steps={accumulation_steps}.')
           ) from None
+        if mesh is not None:
+          _mesh.check_batch(micro[-1], 0, _mesh.size(mesh, _mesh.DATA_AXIS))
+          micro[-1] = jax.tree.map(lambda x: place(x, axis=0), micro[-1])
       batch = micro[0] if accumulation_steps == 1 else jax.tree.map(
           lambda *x: jnp.stack(x), *micro)
       carry, record = step(carry, batch, key, *settings, data)
+      if token and (t + 1) % bar.interval(num_steps) == 0:
+        _progress.update(token, t + 1)
       records.append(record)
       if t == 0:
         _check_first_loss(record[0])
@@ -506,11 +576,17 @@ def range_test(
         continue
       if bool(carry.diverged):
         break
+    if token:
+      _progress.update(token, len(records))
+    stack.close()
     fill = jax.tree.map(_fill, records[0])
     records += [fill] * (num_steps - len(records))
     losses, smoothed, aux = jax.tree.map(lambda *x: jnp.stack(x), *records)
     diverged_step = carry.diverged_step
     lrs = ramp(start_lr, end_lr)
+    if mesh is not None:
+      losses, smoothed, aux, diverged_step, lrs = _mesh.local(
+          (losses, smoothed, aux, diverged_step, lrs))
 
   return RangeTestResult(
       lrs=lrs,
