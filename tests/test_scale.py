@@ -22,6 +22,7 @@ import pytest
 
 import optax_clr
 from optax_clr import _sweep
+from tests import test_find_lr as find
 from tests import test_multiprocess
 from tests import test_sweep_api as api
 
@@ -113,6 +114,11 @@ SCRIPT = textwrap.dedent('''
         t.range_batches(2), mesh=data_mesh, accumulation_steps=2, **t.RANGE)
     out['accumulated_losses'] = np.asarray(accumulated.losses).tolist()
     out['accumulated_diverged'] = int(accumulated.diverged_step)
+    from tests import test_find_lr as f
+    chosen = optax_clr.find_lr(f.loss_fn, np.zeros(f.DIM, np.float32),
+                               optax.sgd, f.BATCHES, f.eval_fn)
+    out['find_lr'] = {{'scores': chosen.scores.tolist(),
+                       'learning_rate': chosen.learning_rate}}
     print(json.dumps(out))
 ''')
 
@@ -177,11 +183,13 @@ def one_device():
   accumulated = optax_clr.range_test(
       range_loss, np.zeros(3, np.float32), optax.sgd, range_batches(2),
       accumulation_steps=2, **RANGE)
-  return sweep, test, accumulated
+  chosen = optax_clr.find_lr(find.loss_fn, np.zeros(find.DIM, np.float32),
+                             optax.sgd, find.BATCHES, find.eval_fn)
+  return sweep, test, accumulated, chosen
 
 
 def _assert_equal_to_one_device(out, one_device):
-  sweep, test, accumulated = one_device
+  sweep, test, accumulated, chosen = one_device
   for name in ('default', 'models_x_data', 'chunks'):
     np.testing.assert_allclose(out[name]['losses'], sweep.losses, rtol=1e-5,
                                atol=1e-6, err_msg=name)
@@ -196,6 +204,10 @@ def _assert_equal_to_one_device(out, one_device):
   live = slice(0, int(accumulated.diverged_step))
   np.testing.assert_allclose(np.asarray(out['accumulated_losses'])[live],
                              accumulated.losses[live], rtol=1e-5)
+  # find_lr's candidates sharded over every device of every process.
+  np.testing.assert_allclose(out['find_lr']['scores'], chosen.scores,
+                             rtol=1e-5)
+  assert out['find_lr']['learning_rate'] == chosen.learning_rate
 
 
 def test_two_processes_equal_one_device(tmp_path, one_device):
