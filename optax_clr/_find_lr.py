@@ -473,7 +473,7 @@ def find_lr(
     hyperparams = {'learning_rate': candidates[models].astype(np.float32)}
     window = jax.tree.map(lambda x: x[:, first:int(steps[rung])],
                           seed_batches)
-    continued = {}
+    continued: dict[str, Any] = {}
     if previous is not None:
       continued = dict(
           params_axis=0, opt_state=previous.opt_state,

@@ -79,7 +79,7 @@ def check_batch(batches: Any, axis: int, data_size: int) -> None:
 def batch_spec(mesh: jax.sharding.Mesh, ndim: int, axis: int,
                models: bool) -> P:
   """``models`` on axis 0 (when stacked), ``data`` on the batch axis."""
-  spec = [None] * ndim
+  spec: list[str | None] = [None] * ndim
   if models:
     spec[0] = MODEL_AXIS
   if ndim > axis and DATA_AXIS in mesh.axis_names:
@@ -88,8 +88,8 @@ def batch_spec(mesh: jax.sharding.Mesh, ndim: int, axis: int,
 
 
 def _is_key(leaf: Any) -> bool:
-  return jax.dtypes.issubdtype(getattr(leaf, 'dtype', None),
-                               jax.dtypes.prng_key)
+  dtype = getattr(leaf, 'dtype', None)
+  return dtype is not None and jnp.issubdtype(dtype, jax.dtypes.prng_key)
 
 
 def _pad_host(array: Any, padding: int) -> Any:

@@ -234,12 +234,13 @@ def _scan(params, model_state, batches, key, start_lr, end_lr, smoothing,
       data=data,
       static=static,
   )
+  body = step
   if progress is not None:  # (token, every): a bar of steps done.
-    def step(carry, batch, step=step):
+    def body(carry, batch):
       carry, record = step(carry, batch)
       _progress.report(progress[0], carry.step, num_steps, progress[1])
       return carry, record
-  carry, records = jax.lax.scan(step, carry, batches, length=num_steps)
+  carry, records = jax.lax.scan(body, carry, batches, length=num_steps)
   return records, carry.diverged_step, _lrs(start_lr, end_lr, static=static)
 
 
@@ -519,7 +520,7 @@ def range_test(
   stacked = _is_stacked(batches)
   if stacked:
     _check_stacked(batches, num_steps, accumulation_steps)
-  place = lambda batch: batch
+  place = lambda batch, axis: batch
   if mesh is not None:
     place = functools.partial(_place_batch, mesh)
     if stacked:
@@ -567,7 +568,7 @@ def range_test(
       batch = micro[0] if accumulation_steps == 1 else jax.tree.map(
           lambda *x: jnp.stack(x), *micro)
       carry, record = step(carry, batch, key, *settings, data)
-      if token and (t + 1) % bar.interval(num_steps) == 0:
+      if token and bar and (t + 1) % bar.interval(num_steps) == 0:
         _progress.update(token, t + 1)
       records.append(record)
       if t == 0:

@@ -217,7 +217,8 @@ def _build(refs, static, plan):
     if progress is not None:
       token, every = progress
       progress = (token, every, pass_index * static.num_steps, total)
-    return jax.vmap(train, in_axes=in_axes)(*args, progress)
+    vmapped = cast(Callable[..., Any], jax.vmap(train, in_axes=in_axes))
+    return vmapped(*args, progress)
 
   def program(*args, progress=None):
     if plan.passes == 1:

@@ -390,3 +390,15 @@ def test_data_axis_that_does_not_divide_the_batch_is_refused():
       env=_env(4), capture_output=True, text=True, timeout=TIMEOUT_S)
   assert out.returncode == 0, out.stderr[-3000:]
   assert out.stdout.strip() == 'ok'
+
+
+def test_scale_out_example_runs_on_two_processes():
+  out = subprocess.run(
+      [sys.executable, '-m', 'examples.scale_out'], cwd=REPO,
+      capture_output=True, text=True, timeout=TIMEOUT_S, check=False)
+  assert out.returncode == 0, out.stderr[-3000:]
+  # Each process trained only its half of the 8 models.
+  for process, models in ((0, '[0, 1, 2, 3]'), (1, '[4, 5, 6, 7]')):
+    line = f'process {process}: 4 devices in all; its 2 trained the models'
+    assert f'{line} {models}' in out.stdout, out.stdout
+  assert 'largest relative gap to one device' in out.stdout
