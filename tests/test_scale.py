@@ -152,14 +152,7 @@ def _run_processes(tmp_path, num_processes, devices):
             [sys.executable, str(script), coordinator, str(num_processes),
              str(i)], cwd=REPO, env=_env(devices), stdout=stdout,
             stderr=stderr))
-    try:
-      for p in processes:
-        p.wait(timeout=TIMEOUT_S)
-    finally:
-      for p in processes:
-        if p.poll() is None:
-          p.kill()
-          p.wait()
+    test_multiprocess._wait(processes, logs)  # pylint: disable=protected-access
     first_error = logs[0][1].read_text()
     if processes[0].returncode and any(
         m in first_error for m in test_multiprocess.PORT_TAKEN):
