@@ -11,6 +11,8 @@ go under ``--workdirs``, git-ignored by default)::
   python -m examples.find_lr_report                  # runs/find_lr_report/
   python -m examples.find_lr_report --out docs/find_lr_report  # committed
   python -m examples.find_lr_report --seeds 0 --epochs 2 --out /tmp/quick
+  python -m examples.find_lr_report --merge A/results.json B/results.json \
+      --out DIR   # seeds run by separate processes, as one table
 
 Unlike the other results files, this one holds wall-clock times: the extra
 time ``--find-lr`` costs is one of the things it reports.
@@ -106,6 +108,29 @@ def table(results: dict[str, Any]) -> str:
   return '\n'.join(lines)
 
 
+def _merge(paths: Sequence[str], path: str, table_path: str) -> int:
+  """Writes the results of several runs of this script as one."""
+  parts = []
+  for part in paths:
+    with open(part) as f:
+      parts.append(json.load(f))
+  merged = dict(parts[0], parts=[p['command'] for p in parts])
+  merged['command'] = None  # see 'parts'
+  merged['seeds'] = [s for p in parts for s in p['seeds']]
+  merged['runs'] = {
+      name: {seed: run for p in parts for seed, run in p['runs'][name].items()}
+      for name in VARIANTS}
+  if len({p['epochs'] for p in parts}) != 1:
+    raise ValueError('the results to merge differ in --epochs.')
+  merged['table'] = table(merged)
+  with open(path, 'w') as f:
+    json.dump(merged, f, indent=1)
+  with open(table_path, 'w') as f:
+    f.write(merged['table'] + '\n')
+  print(merged['table'])
+  return 0
+
+
 def main(argv: Sequence[str] | None = None) -> int:
   parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
   parser.add_argument('--seeds', type=int, nargs='+', default=[0, 1, 2])
@@ -116,9 +141,14 @@ def main(argv: Sequence[str] | None = None) -> int:
   parser.add_argument('--workdirs',
                       default=os.path.join('runs', 'find_lr_report_workdirs'),
                       help="the runs' workdirs (checkpoints, metrics, plots)")
+  parser.add_argument('--merge', nargs='+', default=None, metavar='JSON',
+                      help='run nothing: merge these results.json files (of'
+                      ' other seeds) into --out')
   args = parser.parse_args(argv)
   os.makedirs(args.out, exist_ok=True)
   path = os.path.join(args.out, 'results.json')
+  if args.merge:
+    return _merge(args.merge, path, os.path.join(args.out, 'table.md'))
   n = len(data.load_dataset('digits').train_labels)
   results = {
       'command': ' '.join(['python -m examples.find_lr_report',

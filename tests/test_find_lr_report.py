@@ -1,5 +1,7 @@
 """The with/without --find-lr table, from a record written by hand."""
 
+import json
+
 from examples import find_lr_report
 
 
@@ -41,3 +43,22 @@ def test_table_rows_are_the_records_numbers():
   # 330 - 30 and 364 - 34.
   assert rows['extra wall time of the run (s)'] == ['300', '330', '315 |']
   assert rows['wall time without `--find-lr` (s)'] == ['30', '34', '32 |']
+
+
+def test_merge_joins_the_seeds_of_two_records(tmp_path):
+  parts = []
+  for seed in ('0', '1'):
+    part = dict(RESULTS, seeds=[int(seed)], epochs=8, command=f'seed {seed}',
+                runs={name: {seed: runs[seed]}
+                      for name, runs in RESULTS['runs'].items()})
+    parts.append(tmp_path / f'{seed}.json')
+    parts[-1].write_text(json.dumps(part))
+  out = tmp_path / 'out'
+  assert find_lr_report.main(
+      ['--merge', *map(str, parts), '--out', str(out)]) == 0
+  merged = json.loads((out / 'results.json').read_text())
+  assert merged['seeds'] == [0, 1]
+  assert merged['runs'] == RESULTS['runs']
+  assert merged['parts'] == ['seed 0', 'seed 1']
+  assert (out / 'table.md').read_text() == find_lr_report.table(
+      RESULTS) + '\n'
