@@ -116,7 +116,9 @@ def _merge(paths: Sequence[str], path: str, table_path: str) -> int:
       parts.append(json.load(f))
   merged = dict(parts[0], parts=[p['command'] for p in parts])
   merged['command'] = None  # see 'parts'
-  merged['seeds'] = [s for p in parts for s in p['seeds']]
+  # The seeds each part finished (a part stopped early lists more).
+  merged['seeds'] = sorted({int(seed) for p in parts
+                            for seed in p['runs']['find_lr']})
   merged['runs'] = {
       name: {seed: run for p in parts for seed, run in p['runs'][name].items()}
       for name in VARIANTS}
