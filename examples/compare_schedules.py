@@ -3,8 +3,10 @@ r"""Smith's Table 1 / Fig. 8 protocol on the bundled digits, every policy.
 The protocol of "Cyclical Learning Rates for Training Neural Networks"
 (Smith, 2015), scaled to scikit-learn's 8x8 digits:
 
-1. run the LR range test (``optax_clr.range_test``) from the initial model
-   and read ``base_lr, max_lr = optax_clr.suggest_clr_bounds(result)``;
+1. run the LR range test (``optax_clr.nnx.range_test``) from the initial
+   model and read ``base_lr, max_lr = optax_clr.suggest_clr_bounds(result)``
+   (``examples/compare/range_test.py``; the paper's reading, not the
+   trainer's ``--find-lr``, which verifies its rate with ``find_lr``);
 2. train every policy with those bounds: a fixed rate at ``base_lr`` (the
    paper's baseline), the best fixed rate of a small grid, step /
    exponential / inverse-time decay (starting at ``max_lr``), triangular,
@@ -26,9 +28,10 @@ accuracy and learning rate against iteration) and ``range_test.png``::
   python examples/compare_schedules.py --seeds 20 --epochs 24 --out /tmp/cmp
   python examples/compare_schedules.py --out docs/compare  # the committed one
 
-The policies and their training live in ``examples/compare/policies.py``,
-the rows, table, JSON and curves in ``examples/compare/results.py``; this
-file holds the command line and the run, and re-exports their names.
+The range test lives in ``examples/compare/range_test.py``, the policies
+and their training in ``examples/compare/policies.py``, the rows, table,
+JSON and curves in ``examples/compare/results.py``; this file holds the
+command line and the run, and re-exports their names.
 """
 
 import argparse
@@ -57,6 +60,7 @@ from examples.compare.policies import Policy
 from examples.compare.policies import POLICIES
 from examples.compare.policies import optimizer_fn
 from examples.compare.policies import train_policy
+from examples.compare.range_test import range_test_bounds
 from examples.compare.results import format_table
 from examples.compare.results import is_cyclical
 from examples.compare.results import iterations_to_reach
@@ -69,7 +73,6 @@ from examples.compare.results import rounded
 from examples.compare.results import save_curves
 from examples.compare.results import with_iterations
 from examples.trainer.config import Config
-from examples.trainer.find_lr import find_lr_bounds
 # pylint: enable=g-import-not-at-top,wrong-import-position
 
 __all__ = (
@@ -147,7 +150,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
     )
   eval_every = steps_per_epoch // args.evals_per_epoch
   os.makedirs(args.out, exist_ok=True)
-  base_lr, max_lr = find_lr_bounds(config, dataset, print, args.out)
+  base_lr, max_lr = range_test_bounds(config, dataset, print, args.out)
   config = dataclasses.replace(config, base_lr=base_lr, max_lr=max_lr)
   seeds = list(range(args.seeds))
   rows = []

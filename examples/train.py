@@ -20,9 +20,10 @@ run one process per host under JAX's multi-controller runtime::
 The code lives in ``examples/trainer/``, one concern a module: the flags
 and their checks in ``config.py``, the schedules and optimizer in
 ``schedules.py``, the jitted ``train_step`` and ``eval_step`` in
-``steps.py``, the range test in ``find_lr.py``, checkpoint and resume in
-``resume.py``, the loop (``train_and_evaluate``) in ``loop.py`` and the
-command line in ``main.py``. This module re-exports their public names.
+``steps.py``, ``--find-lr`` (``optax_clr.nnx.find_lr``) in ``find_lr.py``,
+checkpoint and resume in ``resume.py``, the loop (``train_and_evaluate``) in
+``loop.py`` and the command line in ``main.py``. This module re-exports
+their public names.
 """
 
 import os

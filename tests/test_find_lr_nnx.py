@@ -2,6 +2,7 @@
 
 import dataclasses
 import functools
+import json
 import os
 
 from flax import nnx
@@ -111,32 +112,36 @@ def test_eval_step_uses_running_stats_without_dropout():
   assert float(moved['loss_sum']) != float(first['loss_sum'])
 
 
-def test_find_lr_runs_through_nnx_and_leaves_the_model(monkeypatch, tmp_path):
-  """--find-lr sweeps the real model; training starts from its init."""
+# A cheaper search than the trainer's (find_lr's defaults), run in its place.
+_SMALL = {'num_candidates': 4, 'num_seeds': 1, 'num_rungs': 2}
+
+
+def _rows_of(images, reference):
+  """For each image, the rows of ``reference`` holding exactly it."""
+  where = {}
+  for row, image in enumerate(reference):
+    where.setdefault(image.tobytes(), set()).add(row)
+  return [where.get(image.tobytes(), set()) for image in images]
+
+
+def test_find_lr_uses_nnx_find_lr_on_a_validation_split(monkeypatch,
+                                                         tmp_path):
+  """--find-lr runs optax_clr.nnx.find_lr; training takes its clr_bounds."""
   config = train.Config(epochs=1, find_lr=True, find_lr_steps=20,
                         find_lr_sweeps=2, progress=False)
+  dataset = _digits()
   calls, first_states = [], []
-  real_range_test = optax_clr.nnx.range_test
+  real_find_lr = optax_clr.nnx.find_lr
 
-  def spy_range_test(model, optimizer, loss_fn, batches, **kwargs):
+  def spy_find_lr(model, optimizer, loss_fn, batches, eval_fn, **kwargs):
     before = nnx.to_pure_dict(nnx.state(model))
-
-    def loss_and_stats(module, batch):
-      loss, aux = loss_fn(module, batch)
-      # The running mean after this step's batch, seen inside the sweep.
-      return loss, {**aux, 'mean': jnp.mean(module.norm1.mean[...])}
-
-    result = real_range_test(model, optimizer, loss_and_stats, batches,
-                             **kwargs)
-    calls.append((before, nnx.to_pure_dict(nnx.state(model)), kwargs))
+    score = float(eval_fn(nnx.clone(model)))
+    result = real_find_lr(model, optimizer, loss_fn, batches, eval_fn,
+                          **{**kwargs, **_SMALL})
+    calls.append({'before': before, 'after': nnx.to_pure_dict(
+        nnx.state(model)), 'batches': batches, 'score': score,
+                  'kwargs': kwargs, 'result': result})
     return result
-
-  real_sweeps = find_lr.range_test
-  results = []
-
-  def spy_sweeps(*args):
-    results.append(real_sweeps(*args))  # batched over the sweeps
-    return results[-1]
 
   real_train_step = steps.train_step
 
@@ -145,39 +150,83 @@ def test_find_lr_runs_through_nnx_and_leaves_the_model(monkeypatch, tmp_path):
       first_states.append(nnx.to_pure_dict(state)[0])  # the model's part
     return real_train_step(graphdef, state, *args)
 
-  monkeypatch.setattr(optax_clr.nnx, 'range_test', spy_range_test)
+  monkeypatch.setattr(optax_clr.nnx, 'find_lr', spy_find_lr)
   monkeypatch.setattr(steps, 'train_step', spy_train_step)
-  monkeypatch.setattr(find_lr, 'range_test', spy_sweeps)
   final = train.train_and_evaluate(config, str(tmp_path))
 
-  assert len(calls) == 1
-  before, after, kwargs = calls[0]
-  (result,) = results
-  _assert_same(before, after)  # the user's module is bitwise unchanged
-  assert 'key' in kwargs and kwargs['num_steps'] == 20
-  means = np.asarray(result.aux['mean'])
-  assert means.shape == (2, 20)
-  # Threaded, the running mean grows from 0.1 of a batch mean towards the
-  # batch mean (momentum 0.9); frozen, every step would read 0.1 of one.
-  growth = np.abs(means[:, 10]) / np.abs(means[:, 0])
-  assert np.all(growth > 3.0), growth
-  # Training starts from the initial model, not from the swept one.
-  fresh = model_lib.make_model('cnn', _digits(), seed=config.seed)
+  (call,) = calls
+  _assert_same(call['before'], call['after'])  # the module is unchanged
+  kwargs, result = call['kwargs'], call['result']
+  assert kwargs['num_range_tests'] == 2 and kwargs['range_test_steps'] == 20
+  assert kwargs['has_aux'] and 'key' in kwargs
+  assert not set(_SMALL) & set(kwargs)  # the trainer keeps the defaults
+
+  # The validation split: 20 % of the training rows, the rest trained on.
+  fit, validation = find_lr.validation_split(config, dataset)
+  n = len(dataset.train_labels)
+  assert len(validation) == round(0.2 * n) and len(fit) + len(validation) == n
+  assert not set(fit.tolist()) & set(validation.tolist())
+  # The budget: one epoch (config.epochs) of batches of the fit rows only.
+  images, labels = call['batches']
+  assert images.shape == (len(fit) // BATCH, BATCH, 8, 8, 1)
+  flat = np.asarray(images).reshape(-1, 8, 8, 1)
+  for rows, label in zip(_rows_of(flat, dataset.train_images),
+                         np.asarray(labels).reshape(-1)):
+    assert rows & set(fit.tolist()), 'a batch row outside the fit rows'
+    assert label in dataset.train_labels[sorted(rows)]
+  # eval_fn: the cross-entropy of the untrained model on the validation
+  # rows, in inference mode, against a NumPy log-softmax.
+  model = model_lib.make_model('cnn', dataset, seed=config.seed)
+  model.eval()
+  logits = np.asarray(model(jnp.asarray(dataset.train_images[validation])),
+                      np.float64)
+  shifted = logits - logits.max(-1, keepdims=True)
+  log_p = shifted - np.log(np.exp(shifted).sum(-1, keepdims=True))
+  want = -np.mean(log_p[np.arange(len(validation)),
+                        dataset.train_labels[validation]])
+  assert call['score'] == pytest.approx(want, rel=1e-5)
+
+  # The rate: the candidate with the lowest last-rung score; the bounds:
+  # half and twice it (a ratio of 4), as docs/api.rst states.
+  last = np.where(np.isnan(result.scores[-1]), np.inf, result.scores[-1])
+  rate = float(result.candidates[int(np.argmin(last))])
+  assert final['max_lr'] == pytest.approx(2 * rate, rel=1e-12)
+  assert final['base_lr'] == pytest.approx(rate / 2, rel=1e-12)
+  # Cost: the range tests, then 4 candidates for num_steps // 2 steps and
+  # the best 2 for the rest (one seed each).
+  num_steps = len(fit) // BATCH
+  assert result.cost_steps == 2 * 20 + 4 * (num_steps // 2) + 2 * (
+      num_steps - num_steps // 2)
+  with open(tmp_path / 'find_lr.json') as f:
+    saved = json.load(f)
+  assert saved['learning_rate'] == rate
+  assert saved['clr_bounds'] == [final['base_lr'], final['max_lr']]
+  assert saved['cost_steps'] == result.cost_steps
+  assert saved['candidates'] == result.candidates.tolist()
+  assert os.path.getsize(tmp_path / 'range_test.png') > 0
+
+  # Training starts from the initial model and on the whole training set,
+  # between the bounds found; it keeps them on resume.
+  fresh = model_lib.make_model('cnn', dataset, seed=config.seed)
   _assert_same(nnx.to_pure_dict(nnx.state(fresh)), first_states[0])
-  # The run trains between the bounds found, and keeps them on resume.
-  assert final['max_lr'] == pytest.approx(4 * final['base_lr'])
-  assert (final['base_lr'], final['max_lr']) != (train.Config.base_lr,
-                                                 train.Config.max_lr)
-  steps_per_epoch = len(_digits().train_images) // BATCH
+  steps_per_epoch = n // BATCH
   schedule = optax_clr.triangular_schedule(
       final['base_lr'], final['max_lr'], step_size=2 * steps_per_epoch)
   records = metrics_log.read_metrics(str(tmp_path / 'metrics.jsonl'))
+  assert len(records) == steps_per_epoch
   np.testing.assert_allclose([r['lr'] for r in records],
                              schedule(np.array([r['step'] for r in records])),
                              rtol=2 * np.finfo(np.float32).eps)
-  assert os.path.getsize(tmp_path / 'range_test.png') > 0
   assert train.train_and_evaluate(config, str(tmp_path)) == final
-  assert len(results) == 1  # no second range test
+  assert len(calls) == 1  # no second search
+
+
+def test_find_lr_refuses_a_batch_larger_than_its_rows(tmp_path):
+  # 1437 training rows, 1150 after the validation split.
+  config = train.Config(epochs=1, find_lr=True, batch_size=1200,
+                        progress=False)
+  with pytest.raises(ValueError, match='--batch-size 1200 .* 1150'):
+    train.train_and_evaluate(config, str(tmp_path))
 
 
 def test_find_lr_sweeps_flag_is_checked():

@@ -5,7 +5,8 @@
 - ``schedules.py``: the learning-rate and momentum schedules, the optimizer;
 - ``steps.py``: the loss, the jitted ``train_step`` and ``eval_step``, and
   ``evaluate`` over the test split;
-- ``find_lr.py``: ``--find-lr``, the range test and the bounds it gives;
+- ``find_lr.py``: ``--find-lr``, the rate ``optax_clr.nnx.find_lr`` chooses
+  and the CLR bounds around it;
 - ``resume.py``: starting a run afresh or from its workdir's checkpoint;
 - ``loop.py``: ``train_and_evaluate``, the epoch loop;
 - ``main.py``: the command line.

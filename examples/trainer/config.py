@@ -61,11 +61,12 @@ class Config:
     base_momentum: the momentum at the learning-rate peak.
     max_momentum: the momentum at the learning-rate troughs.
     seed: seeds the initialisation and the data order.
-    find_lr: run the LR range test first and take ``base_lr`` and ``max_lr``
-      from ``optax_clr.suggest_clr_bounds``.
-    find_lr_steps: the range test's steps.
-    find_lr_sweeps: range tests run together (batch orders and dropout
-      keys), read through their median.
+    find_lr: choose the rate first with ``optax_clr.nnx.find_lr`` (for this
+      run's budget, scored on a validation split of the training rows) and
+      take ``base_lr`` and ``max_lr`` from its ``clr_bounds``.
+    find_lr_steps: the steps of each of ``find_lr``'s range tests.
+    find_lr_sweeps: ``find_lr``'s range tests (batch orders and dropout
+      keys), run together and read through their median.
     keep_checkpoints: how many of the newest epoch checkpoints to keep.
     progress: show a progress bar.
   """

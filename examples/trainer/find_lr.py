@@ -1,12 +1,16 @@
-"""``--find-lr``: the LR range test of the real model, and the bounds it gives.
+"""``--find-lr``: the run's learning rate chosen by ``optax_clr.nnx.find_lr``.
 
 One entry point, :func:`find_lr_bounds` ``(config, dataset, log, workdir,
-model=...) -> (base_lr, max_lr)``; the rest is how it runs its sweeps.
+model=...) -> (base_lr, max_lr)``; the rest is what it hands to
+``optax_clr.nnx.find_lr``: the run's optimizer, its budget of batches and a
+validation split carved out of the training rows.
 """
 
 from collections.abc import Callable
 import functools
+import json
 import os
+import time
 from typing import Any
 
 from flax import nnx
@@ -22,22 +26,25 @@ from examples import model as model_lib
 from examples.trainer.config import Config
 from examples.trainer.steps import loss_fn
 
-# Seeds the range test's batches apart from the training data order.
-_RANGE_TEST_STREAM = 1
-# The range test's span (--find-lr): from well below any useful rate of SGD
-# or Adam to far past divergence; 6 decades in the default 100 steps.
+# Seed streams of their own, apart from the training data order.
+_BATCH_STREAM = 1
+_VALIDATION_STREAM = 2
+# The fraction of the training rows held out for find_lr's eval_fn.
+VALIDATION_FRACTION = 0.2
+# The range tests' span: from well below any useful rate of SGD or Adam to
+# far past divergence; 6 decades in the default 100 steps.
 FIND_LR_START = 1e-5
 FIND_LR_END = 10.0
 
 
-def range_test_optimizer(config: Config) -> Callable[..., Any]:
-  """The optimizer factory the range test sweeps: training's, same momentum.
+def find_lr_optimizer(config: Config) -> Callable[..., Any]:
+  """The optimizer factory ``find_lr`` trains with: the run's, same momentum.
 
-  The rates a range test finds hold for the momentum it ran with (Smith
-  2018, section 4.2, https://arxiv.org/abs/1803.09820): SGD's effective
-  step is ``lr / (1 - momentum)``. With ``--cycle-momentum`` the highest
-  rates are used at ``base_momentum`` (momentum falls as the rate rises), so
-  the test runs at that momentum.
+  The rates found hold for the momentum they were found with (Smith 2018,
+  section 4.2, https://arxiv.org/abs/1803.09820): SGD's effective step is
+  ``lr / (1 - momentum)``. With ``--cycle-momentum`` the highest rates are
+  used at ``base_momentum`` (momentum falls as the rate rises), so that is
+  the momentum here.
   """
   momentum = config.base_momentum if config.cycle_momentum else (
       config.momentum)
@@ -46,31 +53,50 @@ def range_test_optimizer(config: Config) -> Callable[..., Any]:
   return functools.partial(optax.adam, b1=momentum)
 
 
-def range_test_batches(
+def validation_split(
     config: Config, dataset: data.Dataset
 ) -> tuple[np.ndarray, np.ndarray]:
-  """``config.find_lr_sweeps`` batch orders of ``config.find_lr_steps`` steps.
+  """``(fit_rows, validation_rows)``: the training rows, 20 % held out.
 
-  Shuffled epochs of the training set, as training draws them, from streams
-  of their own (the training data order is not consumed).
+  A random ``VALIDATION_FRACTION`` of the training rows (seeded by
+  ``config.seed``), sorted. The test split is never among them.
+  """
+  n = len(dataset.train_labels)
+  rng = np.random.default_rng([config.seed, _VALIDATION_STREAM])
+  order = rng.permutation(n)
+  held = max(1, round(VALIDATION_FRACTION * n))
+  return np.sort(order[held:]), np.sort(order[:held])
+
+
+def find_lr_batches(
+    config: Config, dataset: data.Dataset, rows: np.ndarray
+) -> tuple[np.ndarray, np.ndarray]:
+  """The budget the rate is chosen for: ``config.epochs`` epochs of ``rows``.
+
+  Shuffled epochs of those training rows, as training draws them, from a
+  stream of their own (the training data order is not consumed).
 
   Returns:
-    ``(images, labels)`` shaped ``[sweeps, steps, batch, ...]``.
+    ``(images, labels)`` shaped ``[epochs * (len(rows) // batch), batch,
+    ...]``.
+
+  Raises:
+    ValueError: ``--batch-size`` is larger than the rows ``find_lr`` trains
+      on.
   """
-  orders = []
-  for sweep in range(config.find_lr_sweeps):
-    rng = np.random.default_rng([config.seed, _RANGE_TEST_STREAM, sweep])
-    parts, have = [], 0
-    while have < config.find_lr_steps:
-      parts.append(data.epoch_batches(
-          dataset.train_images, dataset.train_labels, config.batch_size, rng))
-      have += len(parts[-1][1])
-    orders.append(tuple(np.concatenate(arrays)[: config.find_lr_steps]
-                        for arrays in zip(*parts)))
-  return tuple(np.stack(arrays) for arrays in zip(*orders))
+  if config.batch_size > len(rows):
+    raise ValueError(
+        f'--batch-size {config.batch_size} is larger than the {len(rows)}'
+        f' training examples --find-lr trains on (the training set less its'
+        f' {VALIDATION_FRACTION:.0%} validation split).')
+  rng = np.random.default_rng([config.seed, _BATCH_STREAM])
+  images, labels = dataset.train_images[rows], dataset.train_labels[rows]
+  epochs = [data.epoch_batches(images, labels, config.batch_size, rng)
+            for _ in range(config.epochs)]
+  return tuple(np.concatenate(arrays) for arrays in zip(*epochs))
 
 
-def _range_loss(
+def train_loss(
     model: nnx.Module, batch: tuple[jax.Array, jax.Array]
 ) -> tuple[jax.Array, dict[str, jax.Array]]:
   """The training loss of a batch, with its accuracy as ``aux``."""
@@ -79,88 +105,109 @@ def _range_loss(
   return loss, {'accuracy': jnp.mean(jnp.argmax(logits, -1) == labels)}
 
 
-def range_test(
-    config: Config, dataset: data.Dataset, model: nnx.Module
-) -> optax_clr.RangeTestResult:
-  """``config.find_lr_sweeps`` LR range tests of ``model``, one program.
+def validation_loss(
+    dataset: data.Dataset, rows: np.ndarray
+) -> Callable[[nnx.Module], jax.Array]:
+  """``eval_fn(model)``: the mean cross-entropy on ``rows``, inference mode."""
+  images = jnp.asarray(dataset.train_images[rows])
+  labels = jnp.asarray(dataset.train_labels[rows])
 
-  Each sweep trains ``model`` in training mode through
-  ``optax_clr.nnx.range_test``: BatchNorm statistics update at every step and
-  dropout draws a fresh mask (step ``t`` of sweep ``k`` reseeds the model's
-  streams from ``fold_in(key_k, t)``). The sweeps differ in batch order and
-  dropout keys only, all start from ``model``, and run as one ``jax.vmap``;
-  ``model`` itself is left exactly as it was. It runs in the mode it is in:
-  a freshly built model is in training mode.
+  def eval_fn(model: nnx.Module) -> jax.Array:
+    model.eval()
+    loss, _ = loss_fn(model, images, labels)
+    return loss
 
-  Returns:
-    The result, batched over the sweeps (leading axis ``find_lr_sweeps``).
-  """
-  images, labels = range_test_batches(config, dataset)
-  keys = jax.random.split(
-      jax.random.key(config.seed), config.find_lr_sweeps)
-  optimizer = range_test_optimizer(config)
+  return eval_fn
 
-  def sweep(batches, key):
-    return optax_clr.nnx.range_test(
-        model, optimizer, _range_loss, batches, key=key,
-        start_lr=FIND_LR_START, end_lr=FIND_LR_END,
-        num_steps=config.find_lr_steps, has_aux=True,
-    )
 
-  return jax.vmap(sweep)((images, labels), keys)
+def _record(result: optax_clr.FindLRResult, seconds: float) -> dict[str, Any]:
+  """The JSON-ready summary of a ``find_lr`` result."""
+  # JSON has neither NaN (not trained at that rung) nor +inf (diverged).
+  scores = [[None if np.isnan(s) else float(s) if np.isfinite(s) else 'inf'
+             for s in rung] for rung in result.scores]
+  return {
+      'learning_rate': result.learning_rate,
+      'clr_bounds': [float(b) for b in result.clr_bounds],
+      'candidates': [float(c) for c in result.candidates],
+      'scores': scores,
+      'rung_steps': [int(s) for s in result.rung_steps],
+      'bracket': [float(b) for b in result.bracket],
+      'suggestion': result.suggestion,
+      'cost_steps': result.cost_steps,
+      'seconds': seconds,
+  }
 
 
 def find_lr_bounds(
     config: Config, dataset: data.Dataset, log: Callable[[str], None],
     workdir: str | None = None, *, model: nnx.Module | None = None,
 ) -> tuple[float, float]:
-  """Runs the LR range test from the initial model; returns CLR bounds.
+  """Chooses the run's rate with ``optax_clr.nnx.find_lr``; returns CLR bounds.
 
-  How the test is run and read, and why:
+  What ``find_lr`` is given:
 
-  - the real model, in training mode, through ``optax_clr.nnx`` (see
-    :func:`range_test`): BatchNorm and dropout behave as in training, so the
-    rates found are the rates training will see;
-  - the optimizer of the run at the momentum its highest rates meet
-    (:func:`range_test_optimizer`): a rate found with another momentum
-    does not transfer;
-  - ``config.find_lr_sweeps`` sweeps (batch orders and dropout keys) as one
-    vmapped program, read through their median by
-    ``optax_clr.suggest_clr_bounds`` with its default reading: one sweep
-    carries the noise of its batch order (a 32-example batch's loss varies
-    by tens of percent), most of all past the loss minimum, where each sweep
-    spikes at other steps. A median of 5 passes a spike only where 3 sweeps
-    share it, a median of 3 where 2 do: on the digits CNN, 3 sweeps let such
-    a spike read as the steepest descent (at 0.5-0.8, 50x the rates where
-    the loss falls fastest) for 2 of 3 seeds, 5 sweeps for none;
-  - the loss, not the batch accuracy: the accuracy of a 32-example batch
-    moves in steps of 1/32 and saturates near 1 before the loss stops
-    falling, a coarser signal of the same curve;
-  - from ``FIND_LR_START`` to ``FIND_LR_END`` in ``config.find_lr_steps``
-    steps: 6 decades, about 17 steps per decade at the default 100, from
-    below any useful rate of SGD or Adam to divergence.
+  - the real model, in training mode: BatchNorm statistics update and
+    dropout draws afresh at every step of every range test and candidate
+    (``key`` seeded by ``config.seed``); ``model`` is left as it was;
+  - the run's optimizer at the momentum its highest rates meet
+    (:func:`find_lr_optimizer`);
+  - the run's budget, ``config.epochs`` shuffled epochs of the training rows
+    less a validation split (:func:`validation_split`,
+    :func:`find_lr_batches`);
+  - ``eval_fn``: the cross-entropy on that validation split, in inference
+    mode. The test split is never seen;
+  - ``config.find_lr_sweeps`` range tests of ``config.find_lr_steps`` steps
+    from ``FIND_LR_START`` to ``FIND_LR_END``; the rest are ``find_lr``'s
+    defaults (8 candidates, 2 seeds each, 3 rungs of successive halving).
 
-  The measurements behind these choices are in ``docs/find_lr.md``.
+  The bounds are ``result.clr_bounds``: a triangular schedule between half
+  and twice the verified rate. The run then trains on the whole training
+  set. The measurements are in ``docs/find_lr.md``.
 
   Args:
-    config: the run's config (model, optimizer, momentum, batch size, seed,
-      ``find_lr_steps`` and ``find_lr_sweeps``).
+    config: the run's config (model, optimizer, momentum, batch size,
+      epochs, seed, ``find_lr_steps`` and ``find_lr_sweeps``).
     dataset: the training data.
     log: where the result is reported.
-    workdir: if given, the range-test plot is saved there.
+    workdir: if given, the range tests' plot (``range_test.png``) and the
+      result (``find_lr.json``: rate, bounds, candidates, scores, cost) are
+      saved there.
     model: the model training will start from (default: built from
       ``config``); it is not modified.
 
   Returns:
-    ``(base_lr, max_lr)`` from ``optax_clr.suggest_clr_bounds``.
+    ``(base_lr, max_lr)``, ``FindLRResult.clr_bounds``.
+
+  Raises:
+    ValueError: ``--batch-size`` larger than the rows trained on, or as
+      ``optax_clr.find_lr`` (every candidate diverging, say).
   """
   if model is None:
     model = model_lib.make_model(config.model, dataset, seed=config.seed)
-  result = range_test(config, dataset, model)
-  base_lr, max_lr = optax_clr.suggest_clr_bounds(result)
-  log(f'Range test ({config.find_lr_sweeps} x {config.find_lr_steps} steps):'
-      f' base_lr={base_lr:.4g}, max_lr={max_lr:.4g}.')
+  fit, validation = validation_split(config, dataset)
+  batches = find_lr_batches(config, dataset, fit)
+  start = time.perf_counter()
+  result = optax_clr.nnx.find_lr(
+      model, find_lr_optimizer(config), train_loss, batches,
+      validation_loss(dataset, validation), key=jax.random.key(config.seed),
+      has_aux=True, num_range_tests=config.find_lr_sweeps,
+      range_test_steps=config.find_lr_steps, start_lr=FIND_LR_START,
+      end_lr=FIND_LR_END, seed=config.seed,
+  )
+  seconds = time.perf_counter() - start
+  base_lr, max_lr = (float(b) for b in result.clr_bounds)
+  log(f'find_lr ({len(fit)} training rows, {len(validation)} validation;'
+      f' {len(batches[1])} steps): lr={result.learning_rate:.4g},'
+      f' base_lr={base_lr:.4g}, max_lr={max_lr:.4g}; cost'
+      f' {result.cost_steps} optimizer steps, {seconds:.1f} s.')
+  log('  candidates: ' + ', '.join(f'{c:.3g}' for c in result.candidates))
+  for rung, steps in enumerate(result.rung_steps):
+    log(f'  validation loss after {steps} steps: ' + ', '.join(
+        '-' if np.isnan(s) else f'{s:.4f}' for s in result.scores[rung]))
   if workdir is not None and jax.process_index() == 0:
-    path = os.path.join(workdir, 'range_test.png')
-    optax_clr.plot_range_test(result, path=path)
-  return float(base_lr), float(max_lr)
+    os.makedirs(workdir, exist_ok=True)
+    optax_clr.plot_range_test(
+        result.range_test, path=os.path.join(workdir, 'range_test.png'))
+    with open(os.path.join(workdir, 'find_lr.json'), 'w') as f:
+      json.dump(_record(result, seconds), f, indent=1)
+  return base_lr, max_lr

@@ -65,16 +65,16 @@ def build_parser() -> argparse.ArgumentParser:
   add('--seed', type=int, default=defaults.seed,
       help='initialisation and data-order seed')
   add('--find-lr', action='store_true',
-      help='run the LR range test first (the model itself: BatchNorm and'
-      ' dropout as in training; the run\'s optimizer and momentum) and take'
-      ' base/max LR from optax_clr.suggest_clr_bounds on the median loss of'
-      ' --find-lr-sweeps sweeps')
+      help='choose the rate with optax_clr.nnx.find_lr first (range tests,'
+      ' then candidates trained for this run\'s budget on the training set'
+      ' less a 20%% validation split, scored on that split) and train a'
+      ' triangular CLR between its clr_bounds')
   add('--find-lr-steps', type=int, default=defaults.find_lr_steps,
-      help=f'steps of the range test, from {FIND_LR_START:g} to'
-      f' {FIND_LR_END:g}')
+      help=f'steps of each of find_lr\'s range tests, from'
+      f' {FIND_LR_START:g} to {FIND_LR_END:g}')
   add('--find-lr-sweeps', type=int, default=defaults.find_lr_sweeps,
-      help='range tests run as one program (batch orders, dropout keys),'
-      ' read through their median loss')
+      help='find_lr\'s range tests (batch orders, dropout keys), run as'
+      ' one program and read through their median loss')
   add('--model', choices=model_lib.MODELS, default=defaults.model,
       help='network')
   add('--dataset', choices=data.DATASETS, default=defaults.dataset,
