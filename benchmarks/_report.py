@@ -3,7 +3,8 @@
 A benchmark's record is a dict with ``title``, ``params``, ``timings``
 (metric -> label -> :func:`benchmarks._harness.stats`), ``ratios`` (records
 of :func:`benchmarks._harness.ratio`), ``checks``, ``notes``, optional
-``memory`` (label -> bytes), ``figures``, ``skipped`` (the reason) and
+``memory`` (label -> bytes), ``tables`` (each ``{title, header, rows}``,
+shown as they are), ``figures``, ``skipped`` (the reason) and
 ``quick`` (a smoke run: see :func:`unjudged`).
 """
 
@@ -110,6 +111,13 @@ def benchmark_markdown(name: str, record: dict[str, Any]) -> list[str]:
           f"| {r['a']} / {r['b']} | {r['metric']} | {r['ratio']:.3g}x"
           f" | {r['min_ratio']:.3g}x |" + verdict
       )
+    lines.append('')
+  for table in record.get('tables', []):
+    lines += [f"{table['title']}:", '',
+              '| ' + ' | '.join(map(str, table['header'])) + ' |',
+              '|' + '---|' * len(table['header'])]
+    lines += ['| ' + ' | '.join(map(str, row)) + ' |'
+              for row in table['rows']]
     lines.append('')
   for figure in record.get('figures', []):
     lines += [f'![{name}]({figure})', '']

@@ -9,8 +9,12 @@ Usage::
 Benchmarks (one module each, ``benchmarks/bench_<name>.py``): ``step`` (1,
 in-step overhead), ``eval`` (2, evaluation cost), ``cycles`` (3, cost vs
 number of cycles), ``sweep`` (4, vmapped sweep vs sequential runs),
-``range`` (5, compiled range test vs a Python loop) and ``torch`` (6,
-against PyTorch; skipped when torch is not installed). Studies run only when
+``range`` (5, compiled range test vs a Python loop), ``torch`` (6,
+against PyTorch; skipped when torch is not installed), ``compile`` (7, the
+range test's first call vs a plain jitted scan), ``loop`` (8,
+``optax_clr.nnx.sweep`` vs K sequential jitted runs per model family) and
+``scale`` (9, peak memory with and without ``chunk_size``, the progress
+bar's cost, one sweep over 1 or 2 devices and processes). Studies run only when
 named: ``suggest`` (``benchmarks/suggest.py``, suggested learning rates
 against grid search, minutes long).
 
@@ -38,7 +42,8 @@ from benchmarks import _harness
 from benchmarks import _report
 # pylint: enable=g-import-not-at-top,wrong-import-position
 
-BENCHMARKS = ('step', 'eval', 'cycles', 'sweep', 'range', 'compile', 'torch')
+BENCHMARKS = ('step', 'eval', 'cycles', 'sweep', 'range', 'compile', 'torch',
+              'loop', 'scale')
 # Run only when named (``benchmarks/<name>.py``): quality studies, not timings.
 STUDIES = ('suggest',)
 RESULTS_DIR = os.path.join(os.path.dirname(os.path.abspath(__file__)), 'results')
