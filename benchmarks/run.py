@@ -14,9 +14,9 @@ against PyTorch; skipped when torch is not installed), ``compile`` (7, the
 range test's first call vs a plain jitted scan), ``loop`` (8,
 ``optax_clr.nnx.sweep`` vs K sequential jitted runs per model family) and
 ``scale`` (9, peak memory with and without ``chunk_size``, the progress
-bar's cost, one sweep over 1 or 2 devices and processes). Studies run only when
-named: ``suggest`` (``benchmarks/suggest.py``, suggested learning rates
-against grid search, minutes long).
+bar's cost, one sweep over 1 or 2 devices and processes). Studies run only
+when named: ``suggest`` (``benchmarks/suggest.py``, suggested learning
+rates against grid search, minutes long).
 
 A full run merges its benchmarks into ``<device>.json`` (earlier results of
 the others are kept) and rewrites ``<device>.md``, and judges each ratio

@@ -19,6 +19,7 @@ import pytest
 
 from benchmarks import _harness
 from benchmarks import _report
+from benchmarks import bench_scale
 from benchmarks import bench_torch
 from benchmarks import run as run_lib
 
@@ -194,6 +195,37 @@ def test_range_compiled_equals_loop_and_seeds(quick):
   assert checks['compiled_vs_loop_losses_max_abs_diff'] == 0.0
   assert checks['seeds_vmapped_vs_sequential_losses_max_abs_diff'] < 1e-5
   assert checks['compiled_diverged_step'] == checks['loop_diverged_step']
+
+
+def test_loop_sweep_equals_sequential_runs_per_family(quick):
+  record = _ran(quick[1], 'loop')
+  checks = record['checks']
+  assert {label.split()[0] for label in checks} == {'mlp', 'cnn',
+                                                     'transformer'}
+  assert max(checks.values()) < 1e-5
+  for family, size in record['params']['sizes'].items():
+    for k in size['ks']:  # Steady state and first call, apart.
+      assert f'{family} K={k} sweep' in record['timings']['run']
+      assert f'{family} K={k} sweep' in record['timings']['first call']
+
+
+def test_scale_chunks_bars_and_processes_change_nothing(quick):
+  _, records, _, markdown, _ = quick
+  record = _ran(records, 'scale')
+  checks = record['checks']
+  chunks = [v for k, v in checks.items() if 'chunk_size' in k]
+  assert len(chunks) == len(record['params']['memory']['ks'])
+  assert max(chunks) < 1e-5
+  assert checks['sweep_progress_vs_none_losses_max_abs_diff'] == 0.0
+  assert checks['range_test_progress_vs_none_losses_max_abs_diff'] == 0.0
+  assert checks['bar_output_chars'] > 0  # The bars were drawn.
+  processes = [v for k, v in checks.items() if 'process' in k]
+  assert len(processes) == 2 and max(processes) < 1e-5
+  assert set(record['timings']['launch']) == set(bench_scale.PROCESS_CONFIGS)
+  (table,) = record['tables']
+  assert [row[0] for row in table['rows']] == record['params']['memory']['ks']
+  assert all(cell > 0 for row in table['rows'] for cell in row[1:5:2])
+  assert '| ' + ' | '.join(table['header']) + ' |' in markdown
 
 
 def test_torch_agrees_with_ours(quick):
