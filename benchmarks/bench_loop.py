@@ -110,8 +110,9 @@ def max_lrs(k: int) -> np.ndarray:
 def run(settings: _harness.Settings) -> dict:
   """Times sweep and sequential runs per family and K; returns the record."""
   if settings.quick:
-    sizes = {'mlp': ((1, 2), 4), 'cnn': ((2,), 4), 'transformer': ((2,), 4)}
-    other_choice_ks = (2,)
+    # Each family once, one model: every code path, the fewest compiles.
+    sizes = {'mlp': ((1, 2), 4), 'cnn': ((1,), 2), 'transformer': ((1,), 2)}
+    other_choice_ks = ()
   else:  # The MLP as long as a user's digits run; the others shorter: on
     # XLA:CPU a CNN step inside a compiled loop takes ~25x its time as a
     # lone jitted call (see the notes), and the transformer compiles slowly.
@@ -124,7 +125,8 @@ def run(settings: _harness.Settings) -> dict:
                   'transformer': ('one at a time', lambda k: 1)}
   # Each first call compiles (up to ~25 s for the transformer on the shared
   # CPUs): three of each keeps the whole benchmark within ~20 minutes.
-  first_repeats = min(settings.compile_repeats, FIRST_CALL_REPEATS)
+  first_repeats = 1 if settings.quick else min(settings.compile_repeats,
+                                               FIRST_CALL_REPEATS)
   run_times, first_times, ratios, checks, notes = {}, {}, [], {}, []
   for name, (ks, num_steps) in sizes.items():
     model, loss_fn, batches = family(name, num_steps)
