@@ -39,6 +39,7 @@ exclude_patterns = [
     '_build',
     'README.md',
     'compare/*.md',
+    'find_lr_report/*.md',
     'saddle_point/*.md',
 ]
 
