@@ -17,6 +17,9 @@ import optax_clr
 FACTORIES = {
     'cosine_restarts_schedule': lambda f: optax_clr.cosine_restarts_schedule(
         f(1.0), 5, peak_mult=f(0.5), min_lr=f(0.01)),
+    'cooldown_schedule': lambda f: optax_clr.cooldown_schedule(
+        optax_clr.triangular_schedule(f(0.1), f(0.5), 4), 10, 5,
+        final_lr=f(0.01)),
     'cyclic_momentum_schedule': lambda f: optax_clr.cyclic_momentum_schedule(
         f(0.8), f(0.9), 4),
     'cyclic_schedule': lambda f: optax_clr.cyclic_schedule(
@@ -44,6 +47,9 @@ FACTORIES = {
         f(0.1), f(0.5), 4),
     'wsd_schedule': lambda f: optax_clr.wsd_schedule(
         f(1.0), 20, 5, warmup_steps=3, final_lr=f(0.01)),
+    'wsd_restarts_schedule': lambda f: optax_clr.wsd_restarts_schedule(
+        f(1.0), [6, 5], [2, 2], warmup_steps=2, rewarmup_steps=2,
+        final_lr=f(0.1)),
 }
 COUNTS = [np.int64(7), np.arange(24).reshape(4, 6)]
 
