@@ -39,6 +39,7 @@ exclude_patterns = [
     '_build',
     'README.md',
     'compare/*.md',
+    'lm/*.md',
     'saddle_point/*.md',
 ]
 
