@@ -22,8 +22,14 @@ import optax
 from sklearn import datasets as sk_datasets
 from sklearn import model_selection
 
+from benchmarks import _suggest_lm as lm
+
 DEV, HELD_OUT = 'dev', 'held-out'
 TEST_FRACTION = 0.3
+# find_lr's validation split: this fraction of the training rows.
+VALIDATION_FRACTION = 0.2
+# digits_noisy: this fraction of the training labels drawn at random.
+LABEL_NOISE = 0.3
 
 
 @dataclasses.dataclass(frozen=True)
@@ -46,14 +52,20 @@ class Task:
     name: a short unique name.
     half: ``"dev"`` (used to choose the rules) or ``"held-out"`` (reported,
       never used to choose).
-    data: ``digits``, ``wine``, ``breast_cancer``, ``iris``, ``diabetes``,
-      ``lsq`` (synthetic least squares).
-    model: ``mlp``, ``cnn`` (BatchNorm + dropout) or ``linear``.
-    optimizer: ``sgd``, ``momentum`` (SGD, 0.9), ``adam`` or ``adamw``.
+    data: ``digits``, ``digits_noisy`` (30 % of the training labels drawn
+      at random), ``wine``, ``breast_cancer``, ``iris``, ``diabetes``,
+      ``lsq`` (synthetic least squares) or ``text`` (bytes of Python source).
+    model: ``mlp``, ``cnn`` (BatchNorm + dropout), ``deepcnn`` (four
+      convolutions), ``linear`` or ``lm`` (a byte-level transformer).
+    optimizer: ``sgd``, ``momentum`` (SGD, 0.9), ``adam``, ``adamw`` or
+      ``adamw_lm`` (AdamW, decay 0.1 on matrices only, gradients clipped
+      to norm 1).
     batch_size: rows per step, or None for the whole training split.
     num_steps: the training budget (updates).
     grid: ``(low, high)``: the log10 range of the fixed-rate grid.
     hidden: hidden widths of the MLP.
+    warmup_steps: a linear warmup from 0 to the rate over these steps in
+      front of every schedule trained (the rate is the peak).
   """
 
   name: str
@@ -65,6 +77,7 @@ class Task:
   num_steps: int
   grid: tuple[float, float]
   hidden: tuple[int, ...] = (64,)
+  warmup_steps: int = 0
 
 
 TASKS = (
@@ -92,6 +105,14 @@ TASKS = (
          200, (-4.0, 1.0)),
     Task('lsq-linear-momentum-b32', HELD_OUT, 'lsq', 'linear', 'momentum', 32,
          300, (-4.0, 1.0)),
+    Task('text-lm-adamw-b16', HELD_OUT, 'text', 'lm', 'adamw_lm', 16, 300,
+         (-4.5, 0.5), warmup_steps=30),
+    Task('digits_noisy-mlp-adam-b32', HELD_OUT, 'digits_noisy', 'mlp', 'adam',
+         32, 300, (-5.0, 0.0)),
+    Task('digits-mlp-sgd-b512', HELD_OUT, 'digits', 'mlp', 'sgd', 512, 150,
+         (-3.0, 2.0)),
+    Task('digits-deepcnn-momentum-b64', HELD_OUT, 'digits', 'deepcnn',
+         'momentum', 64, 200, (-4.0, 1.0)),
 )
 
 QUICK_TASKS = ('digits-mlp-adam-b32', 'lsq-linear-sgd-full')
@@ -154,6 +175,17 @@ def load(name: str) -> Data:
     # Not standardized: the spectrum is the point. Targets kept raw too.
     return Data(x_train.astype(np.float32), y_train.astype(np.float32),
                 x_test.astype(np.float32), y_test.astype(np.float32), 0)
+  if name == 'text':  # no features or labels: rows are windows of bytes
+    train, test = lm.load()
+    return Data(train, np.zeros(len(train), np.float32), test,
+                np.zeros(len(test), np.float32), 0)
+  if name == 'digits_noisy':
+    clean = load('digits')
+    rng = np.random.default_rng(0)
+    y = clean.y_train.copy()
+    flip = rng.random(y.size) < LABEL_NOISE
+    y[flip] = rng.integers(0, clean.classes, int(flip.sum()))
+    return dataclasses.replace(clean, y_train=y)
   loaders = {
       'digits': sk_datasets.load_digits,
       'wine': sk_datasets.load_wine,
@@ -243,10 +275,38 @@ class CNN(nnx.Module):
     return self.head(nnx.relu(self.dense(x)))
 
 
+class DeepCNN(nnx.Module):
+  """Four 3x3 convolutions with BatchNorm: two at 8x8, pooling, two at 4x4."""
+
+  def __init__(self, classes, *, features=(16, 16, 32, 32), hidden=64,
+               dropout=0.2, rngs):
+    sizes = (1, *features)
+    self.convs = nnx.List([Conv3x3(a, b, rngs=rngs)
+                           for a, b in zip(sizes, sizes[1:])])
+    self.norms = nnx.List([nnx.BatchNorm(b, momentum=0.9, rngs=rngs)
+                           for b in features])
+    self.dropout = nnx.Dropout(dropout, rngs=rngs)
+    self.dense = nnx.Linear(features[-1] * 16, hidden, rngs=rngs)
+    self.head = nnx.Linear(hidden, classes, rngs=rngs)
+
+  def __call__(self, x):
+    x = x.reshape((x.shape[0], 8, 8, 1))
+    for i, (conv, norm) in enumerate(zip(self.convs, self.norms)):
+      x = nnx.relu(norm(conv(x)))
+      if i == 1:
+        x = nnx.avg_pool(x, window_shape=(2, 2), strides=(2, 2))
+    x = self.dropout(x.reshape((x.shape[0], -1)))
+    return self.head(nnx.relu(self.dense(x)))
+
+
 def make_model(task: Task, seed: int) -> nnx.Module:
   data = load(task.data)
   rngs = nnx.Rngs(params=seed, dropout=seed + 1000)
   outputs = data.classes or 1
+  if task.model == 'lm':
+    return lm.TransformerLM(rngs=rngs)
+  if task.model == 'deepcnn':
+    return DeepCNN(outputs, rngs=rngs)
   if task.model == 'cnn':
     return CNN(outputs, rngs=rngs)
   if task.model == 'linear':
@@ -262,7 +322,32 @@ def optimizer(task: Task) -> Callable[[Any], optax.GradientTransformation]:
       'momentum': functools.partial(optax.sgd, momentum=0.9),
       'adam': optax.adam,
       'adamw': functools.partial(optax.adamw, weight_decay=1e-2),
+      'adamw_lm': _adamw_lm,
   }[task.optimizer]
+
+
+def _adamw_lm(learning_rate):
+  """AdamW as transformers are trained: decay on matrices, clipping."""
+  matrices = lambda params: jax.tree.map(lambda p: p.ndim >= 2, params)
+  return optax.chain(
+      optax.clip_by_global_norm(1.0),
+      optax.adamw(learning_rate, b2=0.99, weight_decay=0.1, mask=matrices))
+
+
+def metric(task: Task) -> str:
+  """``accuracy`` (higher is better), ``mse`` or ``bpb`` (lower)."""
+  if task.model == 'lm':
+    return 'bpb'
+  return 'accuracy' if load(task.data).classes else 'mse'
+
+
+def with_warmup(task: Task, schedule: Callable[[Any], Any], peak) -> Any:
+  """``schedule`` behind the task's linear warmup from 0 to ``peak``."""
+  if not task.warmup_steps:
+    return schedule
+  return optax.join_schedules(
+      [optax.linear_schedule(0.0, peak, task.warmup_steps), schedule],
+      [task.warmup_steps])
 
 
 # --- losses, batches, evaluation ---------------------------------------------
@@ -278,7 +363,16 @@ def loss_and_eval(task: Task):
   x_train, y_train = jnp.asarray(data.x_train), jnp.asarray(data.y_train)
   x_test, y_test = jnp.asarray(data.x_test), jnp.asarray(data.y_test)
 
-  if data.classes:
+  if task.model == 'lm':  # rows are windows; the targets are in them
+    def objective(model, x, y):
+      del y
+      bits = lm.bits_per_byte(model, x)
+      return bits * jnp.log(2.0), bits
+
+    def score(bits, y):
+      del y
+      return -bits
+  elif data.classes:
     def objective(model, x, y):
       logits = model(x)
       loss = optax.softmax_cross_entropy_with_integer_labels(logits, y).mean()
@@ -305,22 +399,61 @@ def loss_and_eval(task: Task):
   return loss_fn, eval_fn
 
 
-def batches(task: Task, seed: int, num_steps: int) -> np.ndarray:
-  """Row indices ``[num_steps, batch]``: shuffled epochs, one order per seed."""
-  n = load(task.data).x_train.shape[0]
+def validation_split(task: Task) -> tuple[np.ndarray, np.ndarray]:
+  """``(fit_rows, validation_rows)``: training rows, 20 % held out.
+
+  What a user of ``find_lr`` holds out: ``find_lr`` trains on the first and
+  scores on the second; the test split is never seen.
+  """
+  data = load(task.data)
+  rows = np.arange(data.x_train.shape[0])
+  fit, validation = model_selection.train_test_split(
+      rows, test_size=VALIDATION_FRACTION, random_state=1,
+      stratify=data.y_train if data.classes else None)
+  return np.sort(fit).astype(np.int32), np.sort(validation).astype(np.int32)
+
+
+def validation_loss(task: Task, rows: np.ndarray):
+  """``eval_fn(model) -> the training objective on training rows``."""
+  data = load(task.data)
+  x, y = jnp.asarray(data.x_train[rows]), jnp.asarray(data.y_train[rows])
+
+  def eval_fn(model):
+    model.eval()
+    if task.model == 'lm':
+      return lm.bits_per_byte(model, x) * jnp.log(2.0)
+    logits = model(x)
+    if data.classes:
+      return optax.softmax_cross_entropy_with_integer_labels(logits, y).mean()
+    return jnp.mean((logits[:, 0] - y) ** 2)
+
+  return eval_fn
+
+
+def batches(task: Task, seed: int, num_steps: int,
+            rows: np.ndarray | None = None) -> np.ndarray:
+  """Row indices ``[num_steps, batch]``: shuffled epochs, one order per seed.
+
+  Drawn from ``rows`` of the training split (all of them by default).
+  """
+  rows = (np.arange(load(task.data).x_train.shape[0], dtype=np.int32)
+          if rows is None else np.asarray(rows, np.int32))
+  n = rows.size
   if task.batch_size is None:
-    return np.broadcast_to(np.arange(n, dtype=np.int32), (num_steps, n))
+    return np.broadcast_to(rows, (num_steps, n))
   rng = np.random.default_rng(10_000 + seed)
   size = task.batch_size
   epochs = -(-num_steps * size // n)
   order = np.concatenate([rng.permutation(n) for _ in range(epochs)])
-  return order[: num_steps * size].reshape(num_steps, size).astype(np.int32)
+  return rows[order[: num_steps * size]].reshape(num_steps, size)
 
 
 def baseline_score(task: Task) -> float:
   """The score of a model that learned nothing: the majority class, or
   predicting the training mean. Diverged runs are scored this way."""
   data = load(task.data)
+  if task.model == 'lm':
+    return -8.0  # a uniform guess over 256 bytes
   if data.classes:
     majority = np.bincount(data.y_train).argmax()
     return float(100.0 * np.mean(data.y_test == majority))

@@ -36,6 +36,7 @@ from flax import nnx
 import jax
 import jax.numpy as jnp
 import numpy as np
+import optax
 
 import optax_clr
 import optax_clr.nnx
@@ -49,11 +50,23 @@ NUM_RATES, NUM_SEEDS, NUM_RANGE_TESTS = 21, 3, 5
 QUICK_RATES, QUICK_SEEDS, QUICK_RANGE_TESTS = 8, 2, 3
 RANGE_STEPS = 100
 # Regret goals, in the units of each kind of task.
-GOAL = {'accuracy': 1.0, 'mse': 2.0}
+GOAL = {'accuracy': 1.0, 'mse': 2.0, 'bpb': 2.0}
+# find_lr's goals: worst regret at most this, on both halves.
+FIND_LR_GOAL = {'accuracy': 0.5, 'mse': 1.0, 'bpb': 1.0}
+# find_lr's cost goal: at most this fraction of the grid's training steps.
+FIND_LR_COST_GOAL = 0.2
+# Excess-over-best metrics (lower is better), reported in percent.
+RELATIVE = ('mse', 'bpb')
 FIGURE = 'suggest_suite.png'
 DEFAULT = 'suggest_lr() (median of range tests)'
 DEFAULT_ONE = 'suggest_lr() (one range test)'
 CLR = 'suggest_clr_bounds() + triangular'
+FIND_LR = 'find_lr()'
+FIND_LR_CLR = 'find_lr() clr_bounds + triangular'
+TORCH_LR_FINDER = 'torch-lr-finder'
+# The quick suite's find_lr: fewer candidates and rungs, one seed.
+QUICK_FIND_LR = {'num_candidates': 4, 'num_seeds': 1, 'num_rungs': 2,
+                 'num_range_tests': 2}
 
 
 def _ours(result, first):
@@ -163,8 +176,8 @@ def train(task, rows, seeds, num_steps):
   step_size = max(1, num_steps // 4)  # two triangular cycles
 
   def optimizer(h):
-    return make(optax_clr.triangular_schedule(
-        h['base_lr'], h['max_lr'], step_size))
+    return make(tasks_lib.with_warmup(task, optax_clr.triangular_schedule(
+        h['base_lr'], h['max_lr'], step_size), h['max_lr']))
 
   graphdef, params, state = tasks_lib.stack_states(
       [modules[s] for _, s in order])
@@ -188,6 +201,40 @@ def train(task, rows, seeds, num_steps):
   return scores.reshape(len(rows), len(seeds))
 
 
+def find_lr(task, num_steps, quick):
+  """``(lr, clr_bounds, record)``: :func:`optax_clr.nnx.find_lr` as a user runs it.
+
+  On seed 0's model, trained on the training split less a validation split
+  (20 %, :func:`benchmarks._suggest_tasks.validation_split`) for the task's
+  budget and scored by the training objective on the validation split. The
+  test split is never seen.
+  """
+  loss_fn, _ = tasks_lib.loss_and_eval(task)
+  fit, validation = tasks_lib.validation_split(task)
+  model = tasks_lib.make_model(task, 0)
+  batches = jnp.asarray(tasks_lib.batches(task, 0, num_steps, rows=fit))
+  schedule = None
+  if task.warmup_steps:
+    schedule = lambda lr: tasks_lib.with_warmup(
+        task, optax.constant_schedule(lr), lr)
+  start = time.perf_counter()
+  result = optax_clr.nnx.find_lr(
+      model, tasks_lib.optimizer(task), loss_fn, batches,
+      tasks_lib.validation_loss(task, validation), key=jax.random.key(0),
+      schedule=schedule, **(QUICK_FIND_LR if quick else {}))
+  seconds = time.perf_counter() - start
+  record = {
+      'candidates': result.candidates.tolist(),
+      'scores': np.where(np.isnan(result.scores), None,
+                         result.scores).tolist(),
+      'rung_steps': result.rung_steps.tolist(),
+      'bracket': list(result.bracket),
+      'cost_steps': result.cost_steps,
+      'seconds': seconds,
+  }
+  return result.learning_rate, result.clr_bounds, record
+
+
 def regret(best, score, classes):
   """Grid-best minus ``score``: points of accuracy, or % of excess MSE."""
   if classes:
@@ -195,12 +242,15 @@ def regret(best, score, classes):
   return float(100.0 * (score / best - 1.0)) if best else 0.0
 
 
-def run_task(task, *, num_rates, seeds, range_seeds, num_steps):
+def run_task(task, *, num_rates, seeds, range_seeds, num_steps, quick=False):
   """One task: range tests, suggestions, one training program; a record."""
   start = time.perf_counter()
   result, first = range_tests(task, range_seeds)
   range_s = time.perf_counter() - start
   rules, add = _ours(result, first)
+  found = find_lr(task, num_steps, quick)
+  rules[FIND_LR] = (found[0], found[0])
+  rules[FIND_LR_CLR] = found[1]
   _candidates(result, add)
   _peer_rules(first, add)
   grid = np.logspace(*task.grid, num_rates)
@@ -210,6 +260,8 @@ def run_task(task, *, num_rates, seeds, range_seeds, num_steps):
   scores = train(task, rows, seeds, num_steps)
   train_s = time.perf_counter() - start
   classes = tasks_lib.load(task.data).classes
+  grid_cost = num_rates * len(seeds) * num_steps
+  found[2]['cost_fraction'] = found[2]['cost_steps'] / grid_cost
   mean = scores.mean(1)
   # Regression scores are -MSE; regrets are computed on the MSE itself.
   values = mean if classes else -mean
@@ -234,7 +286,7 @@ def run_task(task, *, num_rates, seeds, range_seeds, num_steps):
   valid = int(np.min(result.diverged_step))
   return {
       'task': task.name, 'half': task.half,
-      'metric': 'accuracy' if classes else 'mse',
+      'metric': tasks_lib.metric(task),
       'optimizer': task.optimizer, 'model': task.model,
       'batch_size': task.batch_size, 'num_steps': num_steps,
       'grid_lrs': grid.tolist(), 'grid_scores': grid_values.tolist(),
@@ -248,6 +300,7 @@ def run_task(task, *, num_rates, seeds, range_seeds, num_steps):
       'range_median_loss': np.median(np.asarray(result.losses), 0).tolist(),
       'range_valid': valid,
       'range_s': range_s, 'train_s': train_s,
+      'find_lr': found[2],
       'num_models': len(rows) * len(seeds),
   }
 
@@ -272,15 +325,16 @@ def summarize(records, half=None):
         'mean_normalized': float(normalized.mean()),
         'worst_accuracy': _max(regrets, chosen, 'accuracy'),
         'mean_accuracy': _mean(regrets, chosen, 'accuracy'),
-        'worst_mse': _max(regrets, chosen, 'mse'),
-        'mean_mse': _mean(regrets, chosen, 'mse'),
+        'worst_mse': _max(regrets, chosen, RELATIVE),
+        'mean_mse': _mean(regrets, chosen, RELATIVE),
         'mean_log10_distance': float(np.mean(distances)) if distances else None,
     }
   return table
 
 
 def _select(regrets, chosen, metric):
-  return regrets[[r['metric'] == metric for r in chosen]]
+  metrics = (metric,) if isinstance(metric, str) else metric
+  return regrets[[r['metric'] in metrics for r in chosen]]
 
 
 def _max(regrets, chosen, metric):
@@ -300,7 +354,7 @@ def _cell(value, digits=2):
 def summary_markdown(table):
   lines = [
       '| rule | worst acc. regret (pts) | mean acc. regret (pts) |'
-      ' worst MSE regret (%) | mean MSE regret (%) | worst / goal |'
+      ' worst MSE, bpb regret (%) | mean MSE, bpb regret (%) | worst / goal |'
       ' mean / goal | mean abs log10(lr / best) |',
       '|---|---|---|---|---|---|---|---|',
   ]
@@ -319,6 +373,7 @@ def summary_markdown(table):
 
 def task_markdown(record):
   unit = 'pts' if record['metric'] == 'accuracy' else '%'
+  found = record.get('find_lr')
   known = record['known_optimal_lr']
   head = (f"#### {record['task']} ({record['half']}): grid-best lr"
           f" {record['best_lr']:.3g}, score {record['best_score']:.4g}"
@@ -331,6 +386,11 @@ def task_markdown(record):
         else f"{row['base_lr']:.3g} - {row['lr']:.3g}")
     lines.append(f"| {name} | {lr} | {_cell(row['log10_distance'])}"
                  f" | {_cell(row['regret'])} |")
+  if found:
+    lines += ['', f"find_lr: candidates {found['bracket'][0]:.3g} to"
+              f" {found['bracket'][1]:.3g}, {found['cost_steps']} steps"
+              f" ({100 * found['cost_fraction']:.1f} % of the grid's),"
+              f" {found['seconds']:.1f} s."]
   return lines + ['']
 
 
@@ -356,8 +416,8 @@ def figure(records, path):
       ax.semilogx([row['lr']], [row['score']], markers[i % len(markers)],
                   color=cmap(i % 20), ms=6, label=name, alpha=0.85)
     ax.set_title(f"{record['task']} ({record['half']})", fontsize=8)
-    ax.set_ylabel('test accuracy (%)' if record['metric'] == 'accuracy'
-                  else 'test MSE')
+    ax.set_ylabel({'accuracy': 'test accuracy (%)', 'mse': 'test MSE',
+                   'bpb': 'test bits per byte (negated)'}[record['metric']])
     if record['metric'] == 'mse':
       ax.set_yscale('log')
     ax.tick_params(labelsize=7)
@@ -386,7 +446,8 @@ def run(settings: _harness.Settings, out_dir: str | None = None,
     num_steps = task.num_steps // 3 if quick else task.num_steps
     start = time.perf_counter()
     record = run_task(task, num_rates=num_rates, seeds=seeds,
-                      range_seeds=range_seeds, num_steps=num_steps)
+                      range_seeds=range_seeds, num_steps=num_steps,
+                      quick=quick)
     record['wall_s'] = time.perf_counter() - start
     print(f"{task.name}: {record['wall_s']:.1f} s, best lr"
           f" {record['best_lr']:.3g}; default regret"
@@ -395,6 +456,8 @@ def run(settings: _harness.Settings, out_dir: str | None = None,
   tables = {half: summarize(records, half)
             for half in (tasks_lib.DEV, tasks_lib.HELD_OUT)}
   tables['all'] = summarize(records)
+  goals = {half: find_lr_goals(records, half)
+           for half in (tasks_lib.DEV, tasks_lib.HELD_OUT)}
   notes = []
   for half in (tasks_lib.DEV, tasks_lib.HELD_OUT):
     if tables[half]:
@@ -407,7 +470,8 @@ def run(settings: _harness.Settings, out_dir: str | None = None,
     figures.append(FIGURE)
     with open(os.path.join(out_dir, 'suggest_suite.json'), 'w',
               encoding='utf-8') as f:
-      json.dump({'tasks': records, 'summary': tables}, f, indent=1)
+      json.dump({'tasks': records, 'summary': tables,
+                 'find_lr_goals': goals}, f, indent=1)
   record = {
       'title': TITLE,
       'params': {'num_rates': num_rates, 'seeds': list(seeds),
@@ -416,6 +480,7 @@ def run(settings: _harness.Settings, out_dir: str | None = None,
                  'tasks': [t.name for t in chosen]},
       'tasks': records,
       'summary': tables,
+      'find_lr_goals': goals,
       'figures': figures,
       'notes': notes,
   }
@@ -423,9 +488,62 @@ def run(settings: _harness.Settings, out_dir: str | None = None,
   return record
 
 
+def find_lr_goals(records, half):
+  """find_lr against its goals on one half: regret, peers, cost.
+
+  Regret goals: at most 0.5 accuracy points, 1 % excess MSE or bits per
+  byte; normalized by them, ``find_lr``'s worst case must be at most 1 and
+  below every peer rule's worst case; its cost at most 20 % of the grid's
+  training steps on every task.
+  """
+  chosen = [r for r in records if r['half'] == half]
+  if not chosen:
+    return {}
+  def worst(name):
+    return max(r['rules'][name]['regret'] / FIND_LR_GOAL[r['metric']]
+               for r in chosen)
+  peers_worst = {name: worst(name) for name in peers.PEER_RULES}
+  ours = worst(FIND_LR)
+  cost = max(r['find_lr']['cost_fraction'] for r in chosen)
+  default = worst(DEFAULT)
+  return {
+      'find_lr_worst_normalized': ours,
+      'regret_met': ours <= 1.0,
+      'peers_worst_normalized': peers_worst,
+      'beats_every_peer': all(ours < v for v in peers_worst.values()),
+      'max_cost_fraction': cost,
+      'cost_met': cost <= FIND_LR_COST_GOAL,
+      'suggest_lr_worst_normalized': default,
+      'suggest_lr_not_worse_than_torch_lr_finder':
+          default <= peers_worst[TORCH_LR_FINDER],
+  }
+
+
+def goals_markdown(goals):
+  lines = ['| half | find_lr worst / goal | best peer worst / goal |'
+           ' beats every peer | max cost (% of grid) | suggest_lr() worst /'
+           ' goal | torch-lr-finder worst / goal |', '|---|---|---|---|---|---|---|']
+  for half, g in goals.items():
+    if not g:
+      continue
+    verdict = lambda ok: 'met' if ok else 'MISSED'
+    best_peer = min(g['peers_worst_normalized'].values())
+    lines.append(
+        f"| {half} | {g['find_lr_worst_normalized']:.2f}"
+        f" ({verdict(g['regret_met'])}) | {best_peer:.2f}"
+        f" | {verdict(g['beats_every_peer'])}"
+        f" | {100 * g['max_cost_fraction']:.1f}"
+        f" ({verdict(g['cost_met'])}) | {g['suggest_lr_worst_normalized']:.2f}"
+        f" | {g['peers_worst_normalized'][TORCH_LR_FINDER]:.2f} |")
+  return lines
+
+
 def markdown(record):
   """The report's tables: per half, then per task."""
   lines = []
+  if record.get('find_lr_goals'):
+    lines += ['### find_lr against its goals (regret / goal: 0.5 points,'
+              ' 1 % excess)', ''] + goals_markdown(record['find_lr_goals']) + ['']
   for half in (tasks_lib.DEV, tasks_lib.HELD_OUT, 'all'):
     if record['summary'].get(half):
       lines += [f'### {half} tasks', ''] + summary_markdown(

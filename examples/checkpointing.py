@@ -21,28 +21,30 @@ aside (never deleted) into ``<workdir>/corrupt_checkpoints/`` with a message;
 if none is intact, :class:`CheckpointError` stops the run rather than
 silently starting from scratch.
 
-:class:`WorkdirLock` keeps a second run out of a workdir in use.
+``examples/workdir_lock.py`` keeps a second run out of a workdir in use;
+its names are re-exported here.
 """
 
 from collections.abc import Callable, Mapping
-import fcntl
 import hashlib
 import json
 import os
 import shutil
-import socket
 import time
 from typing import Any
 
 import jax
 from jax.experimental import multihost_utils
-import numpy as np
 import orbax.checkpoint as ocp
+
+from examples.workdir_lock import LOCK_FILE  # pylint: disable=unused-import
+from examples.workdir_lock import lock_workdir  # pylint: disable=unused-import
+from examples.workdir_lock import WorkdirError  # pylint: disable=unused-import
+from examples.workdir_lock import WorkdirLock  # pylint: disable=unused-import
 
 CHECKPOINT_SUBDIR = 'checkpoints'
 CORRUPT_SUBDIR = 'corrupt_checkpoints'
 DIGEST_FILE = 'sha256.json'
-LOCK_FILE = 'trainer.lock'
 _STAGING_PREFIX = 'staging-'
 _DELETING_PREFIX = 'deleting-'
 _ORBAX_TMP = '.orbax-checkpoint-tmp'
@@ -109,109 +111,6 @@ def _write_digests(directory: str) -> None:
     json.dump(digests, f, indent=0, sort_keys=True)
     f.flush()
     os.fsync(f.fileno())
-
-
-class WorkdirError(RuntimeError):
-  """The workdir cannot be used: not a directory, or in use by another run."""
-
-
-class WorkdirLock:
-  """An exclusive ``flock`` on ``<workdir>/trainer.lock``: one run at a time.
-
-  The kernel releases the lock when its holder exits, however it exits (a
-  crash or ``kill -9`` included), so a lock left by a dead run never blocks
-  the next one and no stale-lock guessing is needed. The file records the
-  holder's pid, host and start time for the message a second run prints.
-  """
-
-  def __init__(self, workdir: str):
-    self.workdir = os.path.abspath(workdir)
-    self.path = os.path.join(self.workdir, LOCK_FILE)
-    self._fd: int | None = None
-
-  def acquire(self) -> None:
-    """Creates the workdir if needed and locks it, or WorkdirError at once."""
-    if os.path.exists(self.workdir) and not os.path.isdir(self.workdir):
-      raise WorkdirError(
-          f'--workdir {self.workdir} is not a directory (it is a file): pass'
-          ' a directory, new or of an earlier run of this trainer.'
-      )
-    try:
-      os.makedirs(self.workdir, exist_ok=True)
-      fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o644)
-    except OSError as error:
-      raise WorkdirError(
-          f'Cannot use --workdir {self.workdir}: {error}.') from error
-    try:
-      fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-    except OSError as error:
-      holder = _describe_holder(fd)
-      os.close(fd)
-      if isinstance(error, BlockingIOError):
-        raise WorkdirError(
-            f'--workdir {self.workdir} is already in use by another trainer'
-            f' ({holder}, holding {self.path}). Wait for it to finish, or'
-            ' pass another --workdir.'
-        ) from None
-      raise WorkdirError(
-          f'Cannot lock {self.path} ({error}); the workdir must be on a'
-          ' file system with flock.') from error
-    os.ftruncate(fd, 0)
-    os.pwrite(fd, json.dumps({
-        'pid': os.getpid(), 'host': socket.gethostname(),
-        'started': time.strftime('%Y-%m-%d %H:%M:%S %z'),
-    }).encode(), 0)
-    self._fd = fd
-
-  def release(self) -> None:
-    """Unlocks (also done by the kernel if the process dies first)."""
-    if self._fd is not None:
-      os.ftruncate(self._fd, 0)
-      os.close(self._fd)
-      self._fd = None
-
-
-def _describe_holder(fd: int) -> str:
-  try:
-    holder = json.loads(os.pread(fd, 4096, 0))
-    return (f'pid {holder["pid"]} on host {holder["host"]}, started'
-            f' {holder["started"]}')
-  except (OSError, ValueError, TypeError, KeyError):
-    return 'a run that has not yet recorded its pid'
-
-
-def lock_workdir(workdir: str) -> WorkdirLock:
-  """Creates and locks ``workdir`` for this run; all processes call it.
-
-  Only process 0 takes the lock: the processes of one multi-process run
-  share the workdir by design. The others learn whether it succeeded.
-
-  Args:
-    workdir: the run's directory.
-
-  Returns:
-    The lock; call ``release()`` when the run ends.
-
-  Raises:
-    WorkdirError: the workdir is a file, cannot be created, or another run
-      holds it (the message names the holder).
-  """
-  lock = WorkdirLock(workdir)
-  error = None
-  if jax.process_index() == 0:
-    try:
-      lock.acquire()
-    except WorkdirError as caught:
-      error = caught
-  if jax.process_count() > 1:
-    failed = multihost_utils.broadcast_one_to_all(np.int32(error is not None))
-    if int(failed) and error is None:
-      error = WorkdirError(
-          f'Process 0 could not lock --workdir {lock.workdir}; see its'
-          ' message.')
-  if error is not None:
-    raise error
-  return lock
 
 
 class Checkpointer:

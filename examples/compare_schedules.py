@@ -16,7 +16,7 @@ The protocol of "Cyclical Learning Rates for Training Neural Networks"
    first reach a target test accuracy (by default the baseline's mean final
    accuracy, as in the paper's Table 1), as mean ± std over seeds.
 
-The schedules and the optimizer are the trainer's (``train.make_optimizer``:
+The schedules and the optimizer are the trainer's (``make_optimizer``:
 SGD with momentum, the rate from ``optax.inject_hyperparams``), so each row is
 what ``python examples/train.py --schedule NAME`` would train. Outputs under
 ``--out``: ``results.json``, ``results.md`` (the table), ``curves.png`` (test
@@ -25,6 +25,10 @@ accuracy and learning rate against iteration) and ``range_test.png``::
   python examples/compare_schedules.py                # runs/compare/
   python examples/compare_schedules.py --seeds 20 --epochs 24 --out /tmp/cmp
   python examples/compare_schedules.py --out docs/compare  # the committed one
+
+The policies and their training live in ``examples/compare/policies.py``,
+the rows, table, JSON and curves in ``examples/compare/results.py``; this
+file holds the command line and the run, and re-exports their names.
 """
 
 import argparse
@@ -34,279 +38,67 @@ import json
 import os
 import sys
 import time
-from typing import Any, NamedTuple
+from typing import Any
 
 if not __package__:
   sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 # pylint: disable=g-import-not-at-top,wrong-import-position
 import jax
-import numpy as np
 import optax
 
 from examples import compile_cache
 from examples import data
 from examples import model as model_lib
-from examples import multi_model
-from examples import train
+from examples.compare.policies import BASELINE
+from examples.compare.policies import BEST_FIXED
+from examples.compare.policies import GRID_FACTORS
+from examples.compare.policies import Policy
+from examples.compare.policies import POLICIES
+from examples.compare.policies import optimizer_fn
+from examples.compare.policies import train_policy
+from examples.compare.results import format_table
+from examples.compare.results import is_cyclical
+from examples.compare.results import iterations_to_reach
+from examples.compare.results import lr_text
+from examples.compare.results import make_row
+from examples.compare.results import mean_std
+from examples.compare.results import Row
+from examples.compare.results import row_json
+from examples.compare.results import rounded
+from examples.compare.results import save_curves
+from examples.compare.results import with_iterations
+from examples.trainer.config import Config
+from examples.trainer.find_lr import find_lr_bounds
 # pylint: enable=g-import-not-at-top,wrong-import-position
 
-BASELINE = 'fixed (base_lr)'
-BEST_FIXED = 'best fixed (grid)'
-# The fixed-rate grid, as multiples of the range test's max_lr.
-GRID_FACTORS = (0.125, 0.25, 0.5, 1.0, 2.0)
-
-
-class Policy(NamedTuple):
-  """A row of the comparison: a label and the trainer's schedule name."""
-
-  label: str
-  schedule: str
-
-
-POLICIES = (
-    Policy(BASELINE, 'fixed'),
-    Policy('step_decay', 'step_decay'),
-    Policy('exponential_decay', 'exponential_decay'),
-    Policy('inverse_time_decay', 'inverse_time_decay'),
-    Policy('triangular', 'triangular'),
-    Policy('triangular2', 'triangular2'),
-    Policy('exp_range', 'exp_range'),
-    Policy('one_cycle', 'one_cycle'),
+__all__ = (
+    'BASELINE',
+    'BEST_FIXED',
+    'GRID_FACTORS',
+    'POLICIES',
+    'Policy',
+    'Row',
+    'format_table',
+    'is_cyclical',
+    'iterations_to_reach',
+    'lr_text',
+    'main',
+    'make_row',
+    'mean_std',
+    'optimizer_fn',
+    'parse_args',
+    'rounded',
+    'row_json',
+    'run',
+    'save_curves',
+    'train_policy',
+    'with_iterations',
 )
 
 
-class Row(NamedTuple):
-  """One policy's per-seed results."""
-
-  label: str
-  schedule: str
-  base_lr: float
-  max_lr: float
-  final_accuracy: np.ndarray  # [seeds]
-  iterations: np.ndarray  # [seeds]; NaN where the target was never reached.
-  accuracy: np.ndarray  # [seeds, evals] test accuracy at each evaluation.
-  lr: np.ndarray  # [steps] the first seed's learning rate per update.
-
-
-def optimizer_fn(
-    config: train.Config, steps_per_epoch: int
-) -> multi_model.OptimizerFn:
-  """The trainer's optimizer, with any ``config`` fields from ``hparams``.
-
-  Inside the vmapped run the ``hparams`` are traced scalars; only the fixed
-  rate's ``base_lr`` is traced here (``optax.constant_schedule`` takes it as
-  is), the other policies' settings are shared by all seeds and stay concrete.
-  """
-
-  def build(hparams: multi_model.Hyperparams) -> optax.GradientTransformation:
-    return train.make_optimizer(
-        dataclasses.replace(config, **hparams), steps_per_epoch
-    )
-
-  return build
-
-
-def train_policy(
-    config: train.Config, dataset: data.Dataset, *, seeds: Sequence[int],
-    steps_per_epoch: int, eval_every: int,
-    fixed_lrs: Sequence[float] | None = None,
-) -> multi_model.Trained:
-  """Trains one schedule for every seed (and fixed rate) as ONE program.
-
-  Args:
-    config: the trainer config; ``schedule`` picks the policy.
-    dataset: the data.
-    seeds: the seeds.
-    steps_per_epoch: updates per epoch.
-    eval_every: updates between test evaluations.
-    fixed_lrs: for the fixed-rate grid, the rates: every rate runs with every
-      seed, ``base_lr`` traced per model.
-
-  Returns:
-    The :class:`multi_model.Trained` result, models ordered rate-major.
-  """
-  hparams = {}
-  if fixed_lrs is not None:
-    hparams['base_lr'] = [lr for lr in fixed_lrs for _ in seeds]
-    seeds = [seed for _ in fixed_lrs for seed in seeds]
-  return multi_model.train_models(
-      dataset=dataset,
-      model_name=config.model,
-      optimizer_fn=optimizer_fn(config, steps_per_epoch),
-      hparams=hparams,
-      seeds=seeds,
-      num_steps=config.epochs * steps_per_epoch,
-      batch_size=config.batch_size,
-      eval_every=eval_every,
-  )
-
-
-def iterations_to_reach(
-    accuracy: np.ndarray, eval_steps: np.ndarray, target: float
-) -> np.ndarray:
-  """Per model, the first evaluated iteration with accuracy >= ``target``.
-
-  Args:
-    accuracy: ``[models, evals]`` test accuracies.
-    eval_steps: ``[evals]`` the iteration of each evaluation.
-    target: the accuracy to reach.
-
-  Returns:
-    ``[models]`` float iterations, NaN where the target was never reached.
-  """
-  reached = accuracy >= target
-  first = np.argmax(reached, axis=-1)
-  return np.where(reached.any(axis=-1), eval_steps[first], np.nan)
-
-
-def mean_std(values: np.ndarray) -> tuple[float, float]:
-  """Mean and (population) std of the finite values; NaN if none."""
-  finite = values[np.isfinite(values)]
-  if not finite.size:
-    return float('nan'), float('nan')
-  return float(finite.mean()), float(finite.std())
-
-
-def make_row(
-    policy: Policy, trained: multi_model.Trained, models: slice, base_lr: float,
-    max_lr: float,
-) -> Row:
-  """Collects the models ``models`` of ``trained`` into a :class:`Row`."""
-  accuracy = np.asarray(trained.history.test_accuracy[models])
-  return Row(
-      label=policy.label,
-      schedule=policy.schedule,
-      base_lr=base_lr,
-      max_lr=max_lr,
-      final_accuracy=accuracy[:, -1],
-      iterations=np.full(len(accuracy), np.nan),
-      accuracy=accuracy,
-      lr=np.asarray(trained.history.lr[models][0]),
-  )
-
-
-def with_iterations(
-    rows: Sequence[Row], eval_steps: np.ndarray, target: float
-) -> list[Row]:
-  """The rows with ``iterations`` to ``target`` filled in."""
-  return [
-      row._replace(
-          iterations=iterations_to_reach(row.accuracy, eval_steps, target)
-      )
-      for row in rows
-  ]
-
-
-def lr_text(row: Row) -> str:
-  """How a row's learning rate is set, for the table."""
-  if row.schedule == 'fixed':
-    return f'{row.base_lr:.3g}'
-  if row.schedule.endswith('decay'):
-    return f'from {row.max_lr:.3g}'
-  return f'{row.base_lr:.3g} to {row.max_lr:.3g}'
-
-
-def format_table(rows: Sequence[Row], target: float, num_steps: int) -> str:
-  """The markdown results table (mean ± std over seeds)."""
-  lines = [
-      f'| policy | LR | final test accuracy | iterations to {target:.4f}'
-      ' | reached |',
-      '|---|---|---|---|---|',
-  ]
-  for row in rows:
-    accuracy, accuracy_std = mean_std(row.final_accuracy)
-    iterations, iterations_std = mean_std(row.iterations)
-    reached = int(np.isfinite(row.iterations).sum())
-    steps = (
-        f'{iterations:.0f} ± {iterations_std:.0f}' if reached else
-        f'> {num_steps}'
-    )
-    lines.append(
-        f'| {row.label} | {lr_text(row)} | {accuracy:.4f} ± {accuracy_std:.4f}'
-        f' | {steps} | {reached}/{len(row.iterations)} |'
-    )
-  return '\n'.join(lines)
-
-
-def rounded(values: np.ndarray) -> list[float]:
-  """Values as floats with 6 significant digits (a compact JSON)."""
-  return [float(f'{value:.6g}') for value in values]
-
-
-def row_json(row: Row) -> dict[str, Any]:
-  """A row as JSON-ready data (NaN iterations become null)."""
-  accuracy, accuracy_std = mean_std(row.final_accuracy)
-  iterations, iterations_std = mean_std(row.iterations)
-
-  def number(value: float) -> float | None:
-    return None if np.isnan(value) else float(value)
-
-  return {
-      'schedule': row.schedule,
-      'base_lr': row.base_lr,
-      'max_lr': row.max_lr,
-      'final_accuracy': [float(a) for a in row.final_accuracy],
-      'final_accuracy_mean': accuracy,
-      'final_accuracy_std': accuracy_std,
-      'iterations_to_target': [number(i) for i in row.iterations],
-      'iterations_mean': number(iterations),
-      'iterations_std': number(iterations_std),
-      'reached': int(np.isfinite(row.iterations).sum()),
-      'test_accuracy_mean': rounded(row.accuracy.mean(axis=0)),
-      'lr': rounded(row.lr),
-  }
-
-
-def is_cyclical(row: Row) -> bool:
-  """CLR and one-cycle rows (drawn apart from the fixed rates and decays)."""
-  return row.schedule in train.CYCLICAL or row.schedule == 'one_cycle'
-
-
-def save_curves(
-    rows: Sequence[Row], eval_steps: np.ndarray, target: float, path: str
-) -> None:
-  """Writes test accuracy (mean ± std band) and LR against iteration.
-
-  Three panels: the baseline with the fixed rates and decays, the baseline
-  with the cyclical policies, and every policy's learning rate.
-  """
-  from matplotlib.figure import Figure  # pylint: disable=g-import-not-at-top
-
-  figure = Figure(figsize=(15, 4.6), layout='constrained')
-  axes = figure.subplots(1, 3, sharey=False)
-  groups = (
-      [row for row in rows if not is_cyclical(row)],
-      [rows[0]] + [row for row in rows if is_cyclical(row)],
-  )
-  colors = {row.label: f'C{i}' for i, row in enumerate(rows)}
-  low = min(float(row.accuracy.mean(axis=0)[len(eval_steps) // 4])
-            for row in rows)
-  for ax, group in zip(axes, groups):
-    for row in group:
-      mean, std = row.accuracy.mean(axis=0), row.accuracy.std(axis=0)
-      ax.plot(eval_steps, mean, color=colors[row.label], label=row.label)
-      ax.fill_between(eval_steps, mean - std, mean + std,
-                      color=colors[row.label], alpha=0.15)
-    ax.axhline(target, color='k', lw=0.8, ls=':', label='target')
-    ax.set_ylim(max(0.0, low - 0.05), 1.0)
-    ax.set_xlabel('iteration')
-    ax.set_ylabel('test accuracy (mean ± std over seeds)')
-    ax.legend(fontsize='small', loc='lower right')
-    ax.grid(alpha=0.3)
-  for row in rows:
-    axes[2].plot(np.arange(len(row.lr)), row.lr, color=colors[row.label],
-                 label=row.label)
-  axes[2].set_yscale('log')
-  axes[2].set_xlabel('iteration')
-  axes[2].set_ylabel('learning rate')
-  axes[2].grid(alpha=0.3)
-  os.makedirs(os.path.dirname(path) or '.', exist_ok=True)
-  figure.savefig(path, dpi=110)
-
-
 def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
-  defaults = train.Config()
+  defaults = Config()
   parser = argparse.ArgumentParser(
       description=__doc__.split('\n')[0],
       formatter_class=argparse.ArgumentDefaultsHelpFormatter,
@@ -340,7 +132,7 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
 def run(args: argparse.Namespace) -> dict[str, Any]:
   """Runs the whole comparison; returns the JSON-ready results."""
   dataset = data.load_dataset(args.dataset, args.data_dir)
-  config = train.Config(
+  config = Config(
       dataset=args.dataset, data_dir=args.data_dir, model=args.model,
       epochs=args.epochs, batch_size=args.batch_size,
       step_size_epochs=args.step_size_epochs, gamma=args.gamma,
@@ -355,7 +147,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
     )
   eval_every = steps_per_epoch // args.evals_per_epoch
   os.makedirs(args.out, exist_ok=True)
-  base_lr, max_lr = train.find_lr_bounds(config, dataset, print, args.out)
+  base_lr, max_lr = find_lr_bounds(config, dataset, print, args.out)
   config = dataclasses.replace(config, base_lr=base_lr, max_lr=max_lr)
   seeds = list(range(args.seeds))
   rows = []

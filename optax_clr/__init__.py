@@ -11,6 +11,8 @@ from optax_clr._cyclic import triangular_schedule
 from optax_clr._decay import exponential_decay_schedule
 from optax_clr._decay import inverse_time_decay_schedule
 from optax_clr._decay import step_decay_schedule
+from optax_clr._find_lr import find_lr
+from optax_clr._find_lr import FindLRResult
 from optax_clr._inverse_sqrt import inverse_sqrt_schedule
 from optax_clr._one_cycle import one_cycle_momentum_schedule
 from optax_clr._one_cycle import one_cycle_schedule
@@ -34,6 +36,8 @@ __all__ = (
     'cyclic_schedule',
     'exp_range_schedule',
     'exponential_decay_schedule',
+    'find_lr',
+    'FindLRResult',
     'grid',
     'inverse_sqrt_schedule',
     'inverse_time_decay_schedule',

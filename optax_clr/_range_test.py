@@ -148,8 +148,8 @@ def _init(params, model_state, start_lr, end_lr, *, static):
   )
 
 
-def _step(carry, batch, key, start_lr, end_lr, smoothing, threshold, *,
-          static):
+def _step(carry, batch, key, start_lr, end_lr, smoothing, threshold,
+          data=None, *, static):
   """One step of the sweep: loss, divergence check, update.
 
   After divergence the update is scaled by zero rather than selected away:
@@ -163,6 +163,7 @@ def _step(carry, batch, key, start_lr, end_lr, smoothing, threshold, *,
   loss, aux, model_state, grads = _loss.value_and_grad(
       loss_fn(), carry.params, carry.model_state, batch,
       _loss.step_key(key, step), has_aux=has_aux, stateful=stateful,
+      data=data,
   )
   dtype = carry.average.dtype
   loss = jnp.asarray(loss, dtype)  # jax.grad has checked that it is a scalar.
@@ -203,7 +204,7 @@ def _step(carry, batch, key, start_lr, end_lr, smoothing, threshold, *,
 
 
 def _scan(params, model_state, batches, key, start_lr, end_lr, smoothing,
-          threshold, *, static):
+          threshold, data=None, *, static):
   num_steps = static[3]
   carry = _init(params, model_state, start_lr, end_lr, static=static)
   step = functools.partial(
@@ -213,6 +214,7 @@ def _scan(params, model_state, batches, key, start_lr, end_lr, smoothing,
       end_lr=end_lr,
       smoothing=smoothing,
       threshold=threshold,
+      data=data,
       static=static,
   )
   carry, records = jax.lax.scan(step, carry, batches, length=num_steps)
@@ -286,6 +288,7 @@ def range_test(
     hyperparam: str = 'learning_rate',
     model_state: Any = None,
     key: jax.Array | None = None,
+    data: Any = None,
 ) -> RangeTestResult:
   r"""Sweeps a hyperparameter upwards for ``num_steps`` and records the loss.
 
@@ -361,6 +364,9 @@ def range_test(
       sweep (not differentiated), or None.
     key: a ``jax.random`` key (typed or raw), or None; step ``t`` gets
       ``jax.random.fold_in(key, t)``.
+    data: a pytree of arrays shared by every step (a whole dataset kept on
+      device), passed to ``loss_fn`` as the keyword ``data=``, as in
+      :func:`optax_clr.sweep`; then ``batches`` can hold indices into it.
 
   Returns:
     result
@@ -432,7 +438,7 @@ def range_test(
   if _is_stacked(batches):
     _check_stacked(batches, num_steps)
     (losses, smoothed, aux), diverged_step, lrs = scan(
-        params, model_state, batches, key, *settings
+        params, model_state, batches, key, *settings, data
     )
     _check_first_loss(losses)
   else:
@@ -447,7 +453,7 @@ def range_test(
             f'batches ran out after {t} batches; num_steps={num_steps}'
             ' needs one batch per step.'
         ) from None
-      carry, record = step(carry, batch, key, *settings)
+      carry, record = step(carry, batch, key, *settings, data)
       records.append(record)
       if t == 0:
         _check_first_loss(record[0])

@@ -40,6 +40,9 @@ class SweepResult(NamedTuple):
     learning_rates: ``[K, num_steps]``, the learning rate each update used,
       read from an ``optax.inject_hyperparams`` optimizer's state; None when
       the optimizer's state holds no ``learning_rate``.
+    opt_state: the final optimizer state of every model: pass it back as
+      ``sweep(..., opt_state=result.opt_state, first_step=num_steps)``, with
+      ``params=result.params`` and ``params_axis=0``, to continue training.
   """
 
   losses: Any
@@ -50,6 +53,7 @@ class SweepResult(NamedTuple):
   eval_steps: Any
   hyperparams: Any
   learning_rates: Any = None
+  opt_state: Any = None
 
 
 def grid(**axes: Any) -> dict[str, np.ndarray]:
@@ -104,6 +108,7 @@ class _Static(NamedTuple):
   num_steps: int
   eval_every: int | None
   in_axes: tuple[Any, ...]
+  resumed: bool  # opt_state is given, not initialized.
 
 
 def _learning_rate(opt_state: Any) -> jax.Array | None:
@@ -117,13 +122,14 @@ def _learning_rate(opt_state: Any) -> jax.Array | None:
     return None
 
 
-def _train_one(params, model_state, key, hyperparams, batches, data, *,
-               refs, static):
+def _train_one(params, model_state, key, hyperparams, batches, data,
+               opt_state, first_step, *, refs, static):
   """The training run of ONE model: a scan of steps, evaluations between."""
   loss_fn, optimizer = refs[0](), refs[1]()
   eval_fn = refs[2]() if len(refs) > 2 else None
   tx = optimizer(hyperparams)
-  opt_state = tx.init(params)
+  if not static.resumed:
+    opt_state = tx.init(params)
 
   def step(carry, inputs):
     params, model_state, opt_state = carry
@@ -138,7 +144,7 @@ def _train_one(params, model_state, key, hyperparams, batches, data, *,
     return (params, out.model_state, opt_state), records
 
   carry = (params, model_state, opt_state)
-  steps = jnp.arange(static.num_steps, dtype=jnp.int32)
+  steps = first_step + jnp.arange(static.num_steps, dtype=jnp.int32)
   every = static.eval_every or static.num_steps
   chunks = static.num_steps // every
   head = chunks * every
@@ -166,9 +172,9 @@ def _train_one(params, model_state, key, hyperparams, batches, data, *,
     records = jax.tree.map(
         lambda a, b: jnp.concatenate([a, b]), records, tail
     )
-  params, model_state, _ = carry
+  params, model_state, opt_state = carry
   losses, aux, learning_rates = records
-  return losses, params, model_state, aux, evals, learning_rates
+  return losses, params, model_state, aux, evals, learning_rates, opt_state
 
 
 def _build(refs, static):
@@ -362,6 +368,8 @@ def sweep(
     eval_fn: Callable[..., Any] | None = None,
     eval_every: int | None = None,
     data: Any = None,
+    opt_state: Any = None,
+    first_step: int = 0,
 ) -> SweepResult:
   r"""Trains K models, one per hyperparameter row, as ONE compiled program.
 
@@ -426,6 +434,15 @@ def sweep(
       keyword ``data=``; then ``batches`` can hold indices into it. Arrays
       that a ``loss_fn`` closure captures are embedded in the compiled
       program as constants; large ones belong here.
+    opt_state: the optimizer states to start from, stacked along a leading K
+      axis (a previous result's ``opt_state``), or None to initialize them
+      with ``optimizer(hp).init(params)``.
+    first_step: the index of the first step, ``>= 0``: step ``t`` of this
+      call folds ``first_step + t`` into ``key``, as an uninterrupted run
+      would. With ``opt_state``, ``params`` and ``model_state`` of a
+      previous result and the rest of the data, a sweep continued in pieces
+      equals one sweep over the whole (successive halving trains the
+      survivors on this way).
 
   Returns:
     result
@@ -483,20 +500,27 @@ def sweep(
           f' {eval_every}.'
       )
   key_axis = _key_axis(key, num_models)
+  _checks.check_step_count('first_step', first_step, minimum=0)
+  if opt_state is not None:
+    _check_stacked('opt_state', opt_state, 0, num_models,
+                   axis_name='opt_state')
   _check_optimizer(optimizer, hyperparams, num_models)
 
-  in_axes = (params_axis, params_axis, key_axis, 0, batches_axis, None)
+  in_axes = (params_axis, params_axis, key_axis, 0, batches_axis, None,
+             None if opt_state is None else 0, None)
   static = _Static(has_aux, model_state is not None, num_steps, eval_every,
-                   in_axes)
+                   in_axes, opt_state is not None)
   callables = (loss_fn, optimizer) + (() if eval_fn is None else (eval_fn,))
   program = _PROGRAMS.get(
       callables, static, lambda refs: _build(refs, static)
   )
   args = _place(
-      (params, model_state, key, hyperparams, batches, data), in_axes,
-      num_models,
+      (params, model_state, key, hyperparams, batches, data, opt_state,
+       jnp.asarray(first_step, jnp.int32)),
+      in_axes, num_models,
   )
-  losses, params, model_state, aux, evals, learning_rates = program(*args)
+  losses, params, model_state, aux, evals, learning_rates, opt_state = (
+      program(*args))
   trim = lambda tree: jax.tree.map(lambda x: x[:num_models], tree)
   every = eval_every or num_steps
   eval_steps = every * np.arange(1, num_steps // every + 1)
@@ -509,4 +533,5 @@ def sweep(
       eval_steps=eval_steps,
       hyperparams=hyperparams,
       learning_rates=trim(learning_rates),
+      opt_state=trim(opt_state),
   )

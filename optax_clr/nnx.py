@@ -26,10 +26,11 @@ except ImportError as error:  # pragma: no cover - tested in a subprocess
 
 from optax_clr import _cache
 from optax_clr import _checks
+from optax_clr import _find_lr
 from optax_clr import _range_test
 from optax_clr import _sweep
 
-__all__ = ('range_test', 'split_loss', 'sweep', 'merge')
+__all__ = ('find_lr', 'range_test', 'split_loss', 'sweep', 'merge')
 
 
 def _stream_tags(module: _nnx.Module) -> tuple[str, ...]:
@@ -171,6 +172,83 @@ def range_test(
   return _range_test.range_test(
       pure_loss_fn, params, optimizer, batches, model_state=model_state,
       **range_test_kwargs,
+  )
+
+
+def find_lr(
+    model: _nnx.Module,
+    optimizer: Callable[..., optax.GradientTransformation],
+    loss_fn: Callable[..., Any],
+    batches: Any,
+    eval_fn: Callable[..., Any],
+    **find_lr_kwargs: Any,
+) -> _find_lr.FindLRResult:
+  """:func:`optax_clr.find_lr` for an NNX module, leaving the module as it was.
+
+  The module is split as in :func:`range_test`: its ``nnx.Param`` variables
+  are trained, everything else (batch statistics, RNG state) is threaded
+  through every range test and every candidate's run as model state, so
+  BatchNorm statistics update and dropout draws afresh at every step.
+  Afterwards ``model`` is bitwise as before.
+
+  Args:
+    model: an ``nnx.Module`` in training mode.
+    optimizer: a factory of the learning rate (``optax.adamw``, say).
+    loss_fn: ``loss_fn(model, batch) -> loss`` (or ``(loss, aux)`` with
+      ``has_aux=True``).
+    batches: a pytree with a leading axis of the budget's steps.
+    eval_fn: ``eval_fn(model) -> scalar``, lower is better, on a copy of a
+      trained module (call ``model.eval()`` inside it for inference mode).
+    **find_lr_kwargs: any keyword of :func:`optax_clr.find_lr` but
+      ``model_state`` and ``data`` (``key``, ``num_candidates``,
+      ``schedule``...). With ``key``, the module's random streams are
+      reseeded from the step's key, as in :func:`range_test`.
+
+  Returns:
+    result
+      A :class:`optax_clr.FindLRResult`; its ``params`` and ``model_state``
+      are NNX states: ``nnx.merge(nnx.graphdef(model), result.params,
+      result.model_state)`` is the chosen rate's trained module.
+
+  Raises:
+    TypeError: ``model`` is not an ``nnx.Module``, or ``model_state`` or
+      ``data`` passed.
+    ValueError: as :func:`optax_clr.find_lr`.
+
+  Examples:
+    >>> import jax
+    >>> import jax.numpy as jnp
+    >>> import optax
+    >>> from flax import nnx
+    >>> import optax_clr.nnx
+    >>> model = nnx.Sequential(nnx.Linear(4, 16, rngs=nnx.Rngs(0)), nnx.relu,
+    ...                        nnx.Linear(16, 1, rngs=nnx.Rngs(1)))
+    >>> x = jax.random.normal(jax.random.key(0), (80, 16, 4))
+    >>> target = lambda x: jnp.sin(x).sum(-1, keepdims=True)
+    >>> loss_fn = lambda m, x: jnp.mean((m(x) - target(x)) ** 2)
+    >>> eval_fn = lambda m: loss_fn(m, x[-1])  # a held-out batch
+    >>> result = optax_clr.nnx.find_lr(
+    ...     model, optax.adam, loss_fn, x[:-1], eval_fn)
+    >>> result.candidates.shape, result.scores.shape
+    ((8,), (3, 8))
+  """
+  _check_module('model', model)
+  for name in ('model_state', 'data'):
+    if name in find_lr_kwargs:
+      raise TypeError(
+          f'optax_clr.nnx.find_lr takes no {name}: the module holds its'
+          ' state, and loss_fn(model, batch) reads its own data.'
+      )
+  eval_fn = _checks.check_callable('eval_fn', eval_fn)
+  pure_loss_fn, params, model_state = split_loss(model, loss_fn)
+  graphdef = _nnx.graphdef(model)
+  pure_eval_fn = _PURE.get(
+      (eval_fn,), ('eval', graphdef),
+      lambda refs: _pure_eval(refs[0], graphdef),
+  )
+  return _find_lr.find_lr(
+      pure_loss_fn, params, optimizer, batches, pure_eval_fn,
+      model_state=model_state, **find_lr_kwargs,
   )
 
 

@@ -16,6 +16,8 @@ from examples import data
 from examples import metrics_log
 from examples import model as model_lib
 from examples import train
+from examples.trainer import find_lr
+from examples.trainer import steps
 
 BATCH = 32
 
@@ -129,14 +131,14 @@ def test_find_lr_runs_through_nnx_and_leaves_the_model(monkeypatch, tmp_path):
     calls.append((before, nnx.to_pure_dict(nnx.state(model)), kwargs))
     return result
 
-  real_sweeps = train.range_test
+  real_sweeps = find_lr.range_test
   results = []
 
   def spy_sweeps(*args):
     results.append(real_sweeps(*args))  # batched over the sweeps
     return results[-1]
 
-  real_train_step = train.train_step
+  real_train_step = steps.train_step
 
   def spy_train_step(graphdef, state, *args):
     if not first_states:
@@ -144,8 +146,8 @@ def test_find_lr_runs_through_nnx_and_leaves_the_model(monkeypatch, tmp_path):
     return real_train_step(graphdef, state, *args)
 
   monkeypatch.setattr(optax_clr.nnx, 'range_test', spy_range_test)
-  monkeypatch.setattr(train, 'train_step', spy_train_step)
-  monkeypatch.setattr(train, 'range_test', spy_sweeps)
+  monkeypatch.setattr(steps, 'train_step', spy_train_step)
+  monkeypatch.setattr(find_lr, 'range_test', spy_sweeps)
   final = train.train_and_evaluate(config, str(tmp_path))
 
   assert len(calls) == 1

@@ -56,8 +56,9 @@ def test_four_devices_match_one(tmp_path):
 _CHECK_SHARDINGS = '''
 import jax, numpy as np
 from examples import data, parallel, train
+from examples.trainer import resume
 dataset = data.load_dataset()
-run = train._Run(train.Config(), dataset, parallel.Placement(), 1, print)
+run = resume.Run(train.Config(), dataset, parallel.Placement(), 1, print)
 run, state = run.build(run.config)
 images, labels = data.epoch_batches(
     dataset.train_images, dataset.train_labels, 32, np.random.default_rng(0))

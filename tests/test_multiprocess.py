@@ -44,8 +44,9 @@ def _env(devices):
 
 
 def _free_port():
+  """A port free on every interface (the coordinator binds all of them)."""
   with socket.socket() as s:
-    s.bind(('127.0.0.1', 0))
+    s.bind(('', 0))
     return s.getsockname()[1]
 
 
@@ -65,9 +66,11 @@ def _train_processes(workdir, epochs):
   """Runs the trainer as 2 processes of 2 devices; returns their outputs.
 
   The port comes from binding port 0 and is free when chosen, but another
-  program may take it before process 0's coordinator binds it. Process 0
-  then fails at once with a bind error, and the run is retried on a new
-  port (process 1 is stopped: it may be waiting on the wrong server).
+  program may take it before process 0's coordinator binds it: under
+  ``pytest -n``, another worker's processes, or a second test session on
+  the same machine. Process 0 then fails at once with a bind error, and the
+  run is retried on a new port (process 1 is stopped: it may be waiting on,
+  or connected to, the other program's server).
   """
   logs_dir = workdir.parent / f'{workdir.name}-logs'
   logs_dir.mkdir(exist_ok=True)

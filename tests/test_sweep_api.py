@@ -132,6 +132,26 @@ def test_model_state_and_key(stacked_keys):
     assert not np.allclose(result.aux['target'][0], result.aux['target'][1])
 
 
+def test_continued_in_pieces_equals_one_run_by_hand():
+  """Two calls, the second from the first's states, equal the reference."""
+  hp = {name: values[:2] for name, values in HP.items()}
+  key, state, batches = jax.random.key(3), jnp.full(DIM, 0.3), data(2)
+  first = optax_clr.sweep(
+      stateful_loss, {'w': jnp.zeros(DIM)}, triangular_sgd, hp, batches[:4],
+      model_state=state, key=key, has_aux=True)
+  rest = optax_clr.sweep(
+      stateful_loss, first.params, triangular_sgd, hp, batches[4:],
+      params_axis=0, model_state=first.model_state, key=key, has_aux=True,
+      opt_state=first.opt_state, first_step=4)
+  for k in range(2):
+    losses, w, _ = reference(
+        {'w': jnp.zeros(DIM)}, {n: v[k] for n, v in hp.items()}, batches,
+        state=np.asarray(state, np.float64), key=key)
+    joined = np.concatenate([first.losses[k], rest.losses[k]])
+    np.testing.assert_allclose(joined, losses, rtol=1e-4, atol=1e-5)
+    np.testing.assert_allclose(rest.params['w'][k], w, rtol=1e-4, atol=1e-5)
+
+
 def test_evaluations():
   params, batches = {'w': jnp.zeros(DIM)}, data(2)
   hp = {name: values[:2] for name, values in HP.items()}
@@ -200,6 +220,8 @@ def test_cache_does_not_keep_closures_alive():
     (dict(params_axis=1), ValueError, 'params_axis'),
     (dict(eval_every=3), ValueError, 'eval_fn'),
     (dict(loss_fn='loss'), TypeError, 'loss_fn'),
+    (dict(first_step=-1), ValueError, 'first_step'),
+    (dict(opt_state={'count': jnp.zeros(3)}), ValueError, 'opt_state'),
 ])
 def test_bad_input_is_named_before_compiling(kwargs, error, match):
   traces = []

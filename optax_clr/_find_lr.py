@@ -1,0 +1,488 @@
+r"""A learning rate chosen by measurement: range tests, then a verified sweep.
+
+:func:`find_lr` reads a bracket off a few range tests, trains log-spaced
+candidates in that bracket as compiled :func:`optax_clr.sweep` programs and
+spends most of the budget on the finalists (successive halving). The rate
+with the best validation score at the full budget wins.
+"""
+
+from collections.abc import Callable
+import math
+from typing import Any, NamedTuple
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import optax
+
+from optax_clr import _cache
+from optax_clr import _checks
+from optax_clr import _range_test
+from optax_clr import _suggest
+from optax_clr import _sweep
+
+# suggest_clr_bounds' placement, applied to the verified rate: a triangular
+# schedule between half and twice it.
+CLR_MAX_FACTOR = _suggest.CLR_MAX_FACTOR
+CLR_RATIO = 4.0
+
+
+class FindLRResult(NamedTuple):
+  r"""What :func:`find_lr` measured, and the rate it chose.
+
+  Attributes:
+    learning_rate: the chosen rate, a Python float: the candidate with the
+      lowest mean validation score at the last rung.
+    candidates: ``[num_candidates]``, the rates tried, increasing.
+    scores: ``[num_rungs, num_candidates]``, the mean over seeds of
+      ``eval_fn`` after each rung's steps; NaN where a candidate was no
+      longer trained, ``+inf`` where any of its seeds diverged.
+    seed_scores: ``[num_rungs, num_candidates, num_seeds]``, the same per
+      seed.
+    rung_steps: ``[num_rungs]``, the updates each rung's survivors have had
+      when scored; the last is the whole budget.
+    range_test: the :class:`optax_clr.RangeTestResult` of the range tests,
+      batched along a leading ``num_range_tests`` axis.
+    bracket: ``(low, high)``, the rates the candidates span.
+    suggestion: :func:`optax_clr.suggest_lr` of the range tests, the
+      bracket's centre before it is capped.
+    clr_bounds: ``(base_lr, max_lr)`` for
+      :func:`optax_clr.triangular_schedule`, centred on the chosen rate:
+      ``max_lr = 2 lr``, ``base_lr = max_lr / 4``.
+    cost_steps: every optimizer step trained, range tests included, summed
+      over all models.
+    params: the parameters of the chosen rate's first seed after the whole
+      budget (the data order of ``batches`` as given, ``key`` as given).
+    model_state: its model state (None without one).
+  """
+
+  learning_rate: float
+  candidates: np.ndarray
+  scores: np.ndarray
+  seed_scores: np.ndarray
+  rung_steps: np.ndarray
+  range_test: Any
+  bracket: tuple[float, float]
+  suggestion: float
+  clr_bounds: tuple[float, float]
+  cost_steps: int
+  params: Any = None
+  model_state: Any = None
+
+
+def _sweep_optimizer(optimizer_ref, schedule_ref):
+  schedule = None if schedule_ref is None else schedule_ref()
+
+  def sweep_optimizer(hp):
+    lr = hp['learning_rate']
+    return optimizer_ref()(lr if schedule is None else schedule(lr))
+
+  return sweep_optimizer
+
+
+def _sweep_eval(eval_ref, stateful):
+  def sweep_eval(params, model_state, **data):
+    if stateful:
+      return eval_ref()(params, model_state, **data)
+    return eval_ref()(params, **data)
+
+  return sweep_eval
+
+
+# One wrapper per user callable, held weakly, so that a second find_lr call
+# with the same functions finds its compiled sweeps in the sweep's cache.
+_WRAPPERS = _cache.ProgramCache()
+
+
+def _wrapped(optimizer, schedule, eval_fn, stateful):
+  sweep_optimizer = _WRAPPERS.get(
+      (optimizer,) if schedule is None else (optimizer, schedule),
+      ('optimizer', schedule is None),
+      lambda refs: _sweep_optimizer(refs[0], refs[1] if schedule else None),
+  )
+  sweep_eval = _WRAPPERS.get(
+      (eval_fn,), ('eval', stateful),
+      lambda refs: _sweep_eval(refs[0], stateful),
+  )
+  return sweep_optimizer, sweep_eval
+
+
+def _check_eval(eval_fn, params, model_state, data):
+  """Refuses an ``eval_fn`` that does not return a real scalar (no compile)."""
+  args = (params,) if model_state is None else (params, model_state)
+  kwargs = {} if data is None else {'data': data}
+  try:
+    shape = jax.eval_shape(lambda *a: eval_fn(*a, **kwargs), *args)
+  except TypeError as error:
+    raise TypeError(
+        f'eval_fn could not be called as eval_fn({"params" if model_state is None else "params, model_state"}'
+        f'{", data=data" if data is not None else ""}): {error}'
+    ) from error
+  leaves = jax.tree.leaves(shape)
+  if len(leaves) != 1 or leaves[0].shape != () or not jnp.issubdtype(
+      leaves[0].dtype, jnp.number) or jnp.issubdtype(
+          leaves[0].dtype, jnp.complexfloating):
+    raise ValueError(
+        'eval_fn must return one real scalar (a validation loss or error'
+        f' rate, lower is better), got {shape}.'
+    )
+
+
+def rung_steps(num_steps: int, num_rungs: int, reduction: int) -> np.ndarray:
+  """The updates done when each rung is scored: ``num_steps / reduction^i``."""
+  return np.array([
+      num_steps // reduction ** (num_rungs - 1 - r) for r in range(num_rungs)
+  ])
+
+
+def survivors(num_candidates: int, num_rungs: int, reduction: int) -> list[int]:
+  """How many candidates each rung trains: ``ceil(n / reduction)`` each."""
+  counts = [num_candidates]
+  for _ in range(num_rungs - 1):
+    counts.append(math.ceil(counts[-1] / reduction))
+  return counts
+
+
+def _orders(num_steps, length, count, rng, *, identity_first):
+  """``count`` orders of ``length`` step indices into ``num_steps`` steps."""
+  orders = []
+  for i in range(count):
+    if identity_first and i == 0:
+      orders.append(np.arange(length) % num_steps)
+      continue
+    repeats = math.ceil(length / num_steps)
+    order = np.concatenate([rng.permutation(num_steps) for _ in range(repeats)])
+    orders.append(order[:length])
+  return np.stack(orders)
+
+
+def _take(tree, index):
+  """``tree[index]`` on every leaf (host arrays and typed keys too)."""
+  return jax.tree.map(lambda x: jnp.asarray(x)[index], tree)
+
+
+def _bracket(result, span):
+  """``(low, high, suggestion)``: the candidates' range, read off the tests."""
+  try:
+    suggestion = _suggest.suggest_lr(result)
+  except ValueError as error:
+    raise ValueError(
+        f'find_lr could not read a bracket off the range tests: {error}'
+    ) from error
+  data = _suggest.curves(result)
+  _, filtered, valid = _suggest.loss_curve(data)
+  lowest = float(data.lrs[int(np.argmin(filtered[:valid]))])
+  high = min(suggestion * 10 ** (span / 2), lowest)
+  if data.diverged_lr is not None:
+    high = min(high, data.diverged_lr)
+  return high / 10**span, high, suggestion
+
+
+def _scores(evals, losses, num_candidates, num_seeds):
+  """Per (candidate, seed) scores: ``+inf`` for a diverged or NaN run."""
+  evals = np.asarray(evals, np.float64).reshape(num_candidates, num_seeds, -1)
+  final = evals[..., -1]
+  finite_run = np.all(
+      np.isfinite(np.asarray(losses, np.float64)), axis=-1
+  ).reshape(num_candidates, num_seeds)
+  return np.where(np.isfinite(final) & finite_run, final, np.inf)
+
+
+def find_lr(
+    loss_fn: Callable[..., Any],
+    params: Any,
+    optimizer: Callable[..., optax.GradientTransformation],
+    batches: Any,
+    eval_fn: Callable[..., Any],
+    *,
+    model_state: Any = None,
+    key: jax.Array | None = None,
+    has_aux: bool = False,
+    data: Any = None,
+    schedule: Callable[[Any], optax.Schedule] | None = None,
+    num_candidates: int = 8,
+    num_seeds: int = 2,
+    num_rungs: int = 3,
+    reduction: int = 2,
+    span: float = 2.0,
+    num_range_tests: int = 3,
+    range_test_steps: int = 100,
+    start_lr: float = 1e-7,
+    end_lr: float = 10.0,
+    seed: int = 0,
+) -> FindLRResult:
+  r"""Chooses a learning rate by training the likely ones and scoring them.
+
+  1. **Range tests.** ``num_range_tests`` LR range tests
+     (:func:`optax_clr.range_test` from ``start_lr`` to ``end_lr`` in
+     ``range_test_steps`` steps, each on its own order of ``batches``' steps
+     and its own key) run as one ``jax.vmap``-ed program.
+  2. **Bracket.** With :math:`s` the default suggestion of
+     :func:`optax_clr.suggest_lr` (read off the median of the tests),
+     :math:`m` the rate at the tests' lowest loss and :math:`d` the rate
+     where they diverged, and :math:`w` = ``span`` decades,
+
+     .. math::
+
+       \text{high} = \min(s \cdot 10^{w/2},\ m,\ d), \quad
+       \text{low} = \text{high} \cdot 10^{-w}, \quad
+       \text{lr}_i = \text{low} \cdot 10^{w\, i / (n - 1)},
+       \ i = 0 \ldots n - 1
+
+     for :math:`n` = ``num_candidates``.
+  3. **Successive halving.** Rung :math:`r = 0 \ldots R - 1` trains
+     :math:`n_r` candidates, :math:`n_0 = n`,
+     :math:`n_{r+1} = \lceil n_r / \eta \rceil`, each for ``num_seeds``
+     seeds (data orders and keys; seed 0 is ``batches`` in its order and
+     ``key`` itself), up to :math:`b_r = \lfloor B / \eta^{R - 1 - r}
+     \rfloor` updates of the :math:`B` that ``batches`` holds, as ONE
+     :func:`optax_clr.sweep` program per rung. A survivor continues from its
+     parameters and optimizer state (``sweep(..., opt_state=)``), so the
+     finalists' runs equal uninterrupted runs of the whole budget. After
+     each rung every run is scored with ``eval_fn``; a candidate's score is
+     the mean over its seeds, ``+inf`` if any seed diverged (a non-finite
+     loss or score), and the :math:`n_{r+1}` best go on.
+  4. The candidate with the best score at the last rung is the rate.
+
+  With the defaults (8 candidates, 2 seeds, 3 rungs, :math:`\eta = 2`) the
+  candidates train :math:`2 \cdot (8 B / 4 + 4 B / 4 + 2 B / 2) = 8 B`
+  steps, plus :math:`3 \times 100` for the range tests: about 13 % of a
+  grid search of 21 rates × 3 seeds. Measured against such a grid on the
+  suite of ``benchmarks/suggest.py``, see ``docs/suggestion_quality.md``.
+
+  Hyperparameters that are not concrete (traced under ``jit`` or ``vmap``)
+  are not checked: ``find_lr`` is a host-side driver, call it outside
+  ``jit``.
+
+  Args:
+    loss_fn: the training loss, with the conventions of
+      :func:`optax_clr.range_test` (``loss_fn(params, batch)``,
+      ``loss_fn(params, model_state, batch)`` returning ``(loss,
+      new_model_state)`` with ``model_state``, ``(loss, aux)`` with
+      ``has_aux``, the keyword ``key=`` with ``key`` and ``data=`` with
+      ``data``).
+    params: the initial parameters, shared by every run.
+    optimizer: a factory of the learning rate, as for
+      :func:`optax_clr.range_test`: ``optax.adam``,
+      ``functools.partial(optax.sgd, momentum=0.9)``.
+    batches: a pytree of arrays with a leading axis of :math:`B` steps: the
+      budget the rate is chosen for. The range tests and the candidates
+      draw from it.
+    eval_fn: ``eval_fn(params)`` (``eval_fn(params, model_state)`` with
+      ``model_state``; plus ``data=`` with ``data``) returning a real scalar,
+      lower is better: a validation loss or error rate on data held out from
+      training.
+    model_state: a pytree threaded through training (batch statistics), or
+      None.
+    key: a ``jax.random`` key for dropout, or None. Seed :math:`j > 0`
+      trains with ``jax.random.fold_in(key, j)``; the range tests with keys
+      split from ``jax.random.fold_in(key, num_seeds)``.
+    has_aux: whether ``loss_fn`` returns ``(loss, aux)``.
+    data: arrays shared by every step, passed as ``data=`` (see
+      :func:`optax_clr.sweep`); index ``batches`` into it to keep the
+      per-seed copies of ``batches`` small.
+    schedule: None to train each candidate at the fixed rate, or
+      ``schedule(lr) -> optax.Schedule`` (a warmup and decay to a peak
+      ``lr``, say) to choose the peak of that schedule. The range test
+      ramps the rate itself either way.
+    num_candidates: :math:`n \ge 2`, the rates of the first rung.
+    num_seeds: ``>= 1`` runs per candidate.
+    num_rungs: :math:`R \ge 1`; 1 trains every candidate for the whole
+      budget.
+    reduction: :math:`\eta \ge 2`, the survivors' fraction per rung.
+    span: :math:`w > 0`, the bracket's width in decades.
+    num_range_tests: ``>= 1`` range tests read through their median.
+    range_test_steps: the steps of each range test, ``>= 2`` (drawn with
+      repetition when ``batches`` holds fewer).
+    start_lr: the range tests' first rate.
+    end_lr: the range tests' last rate.
+    seed: seeds the data orders (NumPy's ``default_rng``).
+
+  Returns:
+    result
+      A :class:`FindLRResult`; ``result.learning_rate`` is the rate.
+
+  Raises:
+    ValueError: a bad option, named; ``eval_fn`` not returning a real
+      scalar; a budget too short for the rungs; range tests whose loss
+      never improves; every candidate diverging (with the range tests'
+      divergence point). All but the last two before anything compiles.
+    TypeError: a callable argument that is not callable, or an optimizer
+      that does not return an ``optax.GradientTransformation``.
+
+  Examples:
+    >>> import jax.numpy as jnp
+    >>> import numpy as np
+    >>> import optax
+    >>> import optax_clr
+    >>> rng = np.random.default_rng(0)
+    >>> x = rng.normal(size=(240, 16, 4)).astype(np.float32)
+    >>> w_true = np.arange(1.0, 5.0, dtype=np.float32)
+    >>> batches = {'x': x[:200], 'y': x[:200] @ w_true}
+    >>> loss_fn = lambda w, b: jnp.mean((b['x'] @ w - b['y']) ** 2)
+    >>> eval_fn = lambda w: jnp.mean((x[200:] @ w - x[200:] @ w_true) ** 2)
+    >>> result = optax_clr.find_lr(
+    ...     loss_fn, jnp.zeros(4), optax.sgd, batches, eval_fn)
+    >>> bool(result.bracket[0] <= result.learning_rate <= result.bracket[1])
+    True
+    >>> result.scores.shape, result.cost_steps  # 3 rungs; 3 x 100 + 8 x 200
+    ((3, 8), 1900)
+
+  References:
+    Smith, `Cyclical Learning Rates for Training Neural Networks
+    <https://arxiv.org/abs/1506.01186>`_, 2015, section 3.3.
+
+    Jamieson and Talwalkar, `Non-stochastic Best Arm Identification and
+    Hyperparameter Optimization <https://arxiv.org/abs/1502.07943>`_, 2016
+    (successive halving).
+  """
+  loss_fn = _checks.check_callable('loss_fn', loss_fn)
+  optimizer = _checks.check_callable('optimizer', optimizer)
+  eval_fn = _checks.check_callable('eval_fn', eval_fn)
+  if schedule is not None:
+    schedule = _checks.check_callable('schedule', schedule)
+  has_aux = _checks.check_bool('has_aux', has_aux)
+  _checks.check_step_count('num_candidates', num_candidates, minimum=2)
+  _checks.check_step_count('num_seeds', num_seeds)
+  _checks.check_step_count('num_rungs', num_rungs)
+  _checks.check_step_count('reduction', reduction, minimum=2)
+  _checks.check_number('span', span, lower=0.0, lower_open=True)
+  _checks.check_step_count('num_range_tests', num_range_tests)
+  _checks.check_step_count('range_test_steps', range_test_steps, minimum=2)
+  _checks.check_step_count('seed', seed, minimum=0)
+  num_candidates, num_seeds = int(num_candidates), int(num_seeds)
+  num_rungs, reduction = int(num_rungs), int(reduction)
+  num_range_tests, range_test_steps = int(num_range_tests), int(
+      range_test_steps)
+  num_steps = _sweep._num_steps(batches, None)  # pylint: disable=protected-access
+  steps = rung_steps(num_steps, num_rungs, reduction)
+  if steps[0] < 1 or np.any(np.diff(steps) < 1):
+    raise ValueError(
+        f'batches holds {num_steps} steps, too few for num_rungs={num_rungs}'
+        f' with reduction={reduction}: the first rung trains num_steps //'
+        f' reduction**(num_rungs - 1) = {steps[0]} steps and each rung must'
+        f' add at least one; give at least {reduction ** (num_rungs - 1)}'
+        ' steps or fewer rungs.'
+    )
+  stateful = model_state is not None
+  _check_eval(eval_fn, params, model_state, data)
+  sweep_optimizer, sweep_eval = _wrapped(optimizer, schedule, eval_fn,
+                                         stateful)
+  tx = sweep_optimizer({'learning_rate': np.float32(start_lr)})
+  if not isinstance(tx, optax.GradientTransformation):
+    raise TypeError(
+        'optimizer must return an optax.GradientTransformation, got'
+        f' {type(tx).__name__}.'
+    )
+  rng = np.random.default_rng(seed)
+
+  # 1. Range tests, one program.
+  test_orders = _orders(num_steps, range_test_steps, num_range_tests, rng,
+                        identity_first=False)
+  test_keys = None
+  if key is not None:
+    test_keys = jax.random.split(jax.random.fold_in(key, num_seeds),
+                                 num_range_tests)
+  def one_test(order, test_key):
+    return _range_test.range_test(
+        loss_fn, params, optimizer, _take(batches, order),
+        start_lr=start_lr, end_lr=end_lr, num_steps=range_test_steps,
+        has_aux=has_aux, model_state=model_state, key=test_key, data=data,
+    )
+  tests = jax.vmap(one_test)(jnp.asarray(test_orders), test_keys)
+  _range_test._check_first_loss(tests.losses)  # pylint: disable=protected-access
+  low, high, suggestion = _bracket(tests, float(span))
+  candidates = np.geomspace(low, high, num_candidates)
+  cost = num_range_tests * range_test_steps
+
+  # 2. Successive halving, one sweep per rung.
+  seed_orders = _orders(num_steps, num_steps, num_seeds, rng,
+                        identity_first=True)
+  seed_batches = _take(batches, jnp.asarray(seed_orders))
+  seed_keys = None
+  if key is not None:
+    seed_keys = jnp.stack(
+        [key] + [jax.random.fold_in(key, j) for j in range(1, num_seeds)])
+  counts = survivors(num_candidates, num_rungs, reduction)
+  scores = np.full((num_rungs, num_candidates), np.nan)
+  seed_scores = np.full((num_rungs, num_candidates, num_seeds), np.nan)
+  alive = np.arange(num_candidates)
+  previous = result = None
+  for rung in range(num_rungs):
+    first = 0 if rung == 0 else int(steps[rung - 1])
+    models = np.repeat(alive, num_seeds)  # candidate-major, seed-minor
+    seeds = np.tile(np.arange(num_seeds), alive.size)
+    rows = jnp.asarray(seeds)
+    hyperparams = {'learning_rate': candidates[models].astype(np.float32)}
+    window = jax.tree.map(lambda x: x[:, first:int(steps[rung])],
+                          seed_batches)
+    continued = {}
+    if previous is not None:
+      continued = dict(
+          params_axis=0, opt_state=previous.opt_state, first_step=first,
+          model_state=previous.model_state,
+      )
+    result = _sweep.sweep(
+        loss_fn, params if previous is None else previous.params,
+        sweep_optimizer, hyperparams, _take(window, rows), batches_axis=0,
+        key=None if seed_keys is None else _take(seed_keys, rows),
+        has_aux=has_aux, eval_fn=sweep_eval, data=data,
+        **({'model_state': model_state} if previous is None else continued),
+    )
+    cost += models.size * (int(steps[rung]) - first)
+    run_scores = _scores(result.evals, result.losses, alive.size, num_seeds)
+    seed_scores[rung, alive] = run_scores
+    mean = np.where(np.all(np.isfinite(run_scores), axis=1),
+                    run_scores.mean(axis=1), np.inf)
+    scores[rung, alive] = mean
+    if rung == 0 and not np.any(np.isfinite(mean)):
+      diverged = int(np.max(np.asarray(tests.diverged_step)))
+      raise ValueError(
+          f'every candidate diverged: rates {candidates[0]:.3g} to'
+          f' {candidates[-1]:.3g}, read off range tests that diverged at'
+          f' step {diverged} of {range_test_steps}'
+          + (f' (lr {_suggest.curves(tests).diverged_lr:.3g})'
+             if _suggest.curves(tests).diverged_lr is not None else '')
+          + '. Check the model and loss at small rates, or lower start_lr.'
+      )
+    if rung + 1 < num_rungs:
+      keep = np.argsort(mean, kind='stable')[:counts[rung + 1]]
+      keep = np.sort(keep)
+      index = jnp.asarray(
+          (keep[:, None] * num_seeds + np.arange(num_seeds)).reshape(-1))
+      previous = result._replace(
+          params=_take(result.params, index),
+          opt_state=_take(result.opt_state, index),
+          model_state=_take(result.model_state, index),
+      )
+      alive = alive[keep]
+
+  final = scores[-1]
+  for rung in range(num_rungs - 1, -1, -1):
+    if np.any(np.isfinite(scores[rung])):
+      final = scores[rung]
+      break
+  best = int(np.nanargmin(np.where(np.isnan(final), np.inf, final)))
+  learning_rate = float(candidates[best])
+  winner = None  # the chosen rate's first seed in the last sweep
+  if best in alive:
+    winner = int(np.flatnonzero(alive == best)[0] * num_seeds)
+  take_winner = lambda tree: (
+      None if winner is None or tree is None else
+      jax.tree.map(lambda x: x[winner], tree))
+  assert result is not None  # num_rungs >= 1 was checked.
+  max_lr = CLR_MAX_FACTOR * learning_rate
+  return FindLRResult(
+      learning_rate=learning_rate,
+      candidates=candidates,
+      scores=scores,
+      seed_scores=seed_scores,
+      rung_steps=steps,
+      range_test=tests,
+      bracket=(float(low), float(high)),
+      suggestion=float(suggestion),
+      clr_bounds=(max_lr / CLR_RATIO, max_lr),
+      cost_steps=int(cost),
+      params=take_winner(result.params),
+      model_state=take_winner(result.model_state),
+  )

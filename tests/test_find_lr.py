@@ -1,0 +1,207 @@
+"""find_lr: the choice against successive halving written by hand."""
+
+import functools
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import optax
+import pytest
+
+import optax_clr
+
+STEPS, BATCH, DIM = 64, 16, 4
+RNG = np.random.default_rng(0)
+X = RNG.normal(size=(STEPS + 8, BATCH, DIM)).astype(np.float32) * np.linspace(
+    0.5, 1.5, DIM).astype(np.float32)
+W_TRUE = np.arange(1.0, 1.0 + DIM, dtype=np.float32)
+Y = (X @ W_TRUE + 0.5 * RNG.normal(size=X.shape[:2])).astype(np.float32)
+BATCHES = {'x': X[:STEPS], 'y': Y[:STEPS]}
+X_VAL, Y_VAL = X[STEPS:].reshape(-1, DIM), Y[STEPS:].reshape(-1)
+
+
+def loss_fn(w, batch):
+  return jnp.mean((batch['x'] @ w - batch['y']) ** 2)
+
+
+def eval_fn(w):
+  return jnp.mean((X_VAL @ w - Y_VAL) ** 2)
+
+
+def sgd_by_hand(lr, steps, w=None):
+  """Plain gradient descent on the batches in order, in float64."""
+  w = np.zeros(DIM) if w is None else w
+  for t in steps:
+    x, y = X[t].astype(np.float64), Y[t].astype(np.float64)
+    w = w - lr * 2.0 / BATCH * x.T @ (x @ w - y)
+  return w
+
+
+def val_mse(w):
+  return float(np.mean((X_VAL @ w - Y_VAL) ** 2))
+
+
+@functools.lru_cache(maxsize=None)
+def one_seed():
+  return optax_clr.find_lr(loss_fn, jnp.zeros(DIM), optax.sgd, BATCHES,
+                           eval_fn, num_seeds=1)
+
+
+def test_successive_halving_equals_a_loop_by_hand():
+  result = one_seed()
+  rungs = [STEPS // 4, STEPS // 2, STEPS]
+  assert result.rung_steps.tolist() == rungs
+  alive = list(range(8))
+  weights = {i: np.zeros(DIM) for i in alive}
+  done = 0
+  expected = np.full((3, 8), np.nan)
+  for rung, (end, keep) in enumerate(zip(rungs, (4, 2, None))):
+    for i in alive:
+      weights[i] = sgd_by_hand(result.candidates[i], range(done, end),
+                               weights[i])
+      expected[rung, i] = val_mse(weights[i])
+    done = end
+    if keep:
+      alive = sorted(sorted(alive, key=lambda i: expected[rung, i])[:keep])
+  np.testing.assert_allclose(result.scores, expected, rtol=2e-3)
+  best = int(np.nanargmin(expected[-1]))
+  assert result.learning_rate == pytest.approx(result.candidates[best])
+  # The winner's parameters are one uninterrupted run of the whole budget.
+  np.testing.assert_allclose(
+      result.params, sgd_by_hand(result.learning_rate, range(STEPS)),
+      rtol=1e-3)
+
+
+def test_bracket_is_read_off_the_range_tests():
+  result = one_seed()
+  tests = result.range_test
+  assert tests.losses.shape == (3, 100)
+  suggestion = optax_clr.suggest_lr(tests)
+  assert result.suggestion == pytest.approx(suggestion)
+  lowest = optax_clr.suggest_lr(tests, method='minimum') * 10
+  high = min(suggestion * 10, lowest)
+  low, top = result.bracket
+  assert top == pytest.approx(high, rel=1e-6)
+  assert low == pytest.approx(high / 100, rel=1e-6)
+  np.testing.assert_allclose(result.candidates, np.geomspace(low, top, 8),
+                             rtol=1e-6)
+  base, peak = result.clr_bounds
+  assert peak == pytest.approx(2 * result.learning_rate)
+  assert base == pytest.approx(peak / 4)
+
+
+def test_cost_counts_every_step():
+  result = optax_clr.find_lr(loss_fn, jnp.zeros(DIM), optax.sgd, BATCHES,
+                             eval_fn, num_seeds=3, num_candidates=6,
+                             num_range_tests=2, range_test_steps=40)
+  # 6 x 16 steps, 3 x 16 more, 2 x 32 more; 3 seeds; 2 range tests of 40.
+  assert result.cost_steps == 3 * (6 * 16 + 3 * 16 + 2 * 32) + 2 * 40
+  assert result.scores.shape == (3, 6)
+  assert np.isfinite(result.scores[0]).all()
+  assert np.isfinite(result.scores[1]).sum() == 3
+  assert np.isfinite(result.scores[2]).sum() == 2
+
+
+def test_seeds_are_independent_and_seed_zero_is_the_given_order():
+  two = optax_clr.find_lr(loss_fn, jnp.zeros(DIM), optax.sgd, BATCHES,
+                          eval_fn, num_seeds=2, num_rungs=1)
+  assert two.seed_scores.shape == (1, 8, 2)
+  np.testing.assert_allclose(two.scores[0], two.seed_scores[0].mean(-1))
+  # Seed 1 trains on another order of the same steps: other scores.
+  assert not np.allclose(two.seed_scores[0, :, 0], two.seed_scores[0, :, 1],
+                         rtol=1e-4)
+  for i, lr in enumerate(two.candidates):
+    assert two.seed_scores[0, i, 0] == pytest.approx(
+        val_mse(sgd_by_hand(lr, range(STEPS))), rel=2e-3)
+
+
+def test_dropout_keys_differ_per_seed():
+  def noisy_loss(w, batch, key):
+    keep = jax.random.bernoulli(key, 0.8, batch['y'].shape)
+    return jnp.mean(keep * (batch['x'] @ w - batch['y']) ** 2) / 0.8
+
+  same_order = {'x': np.repeat(X[:1], STEPS, 0), 'y': np.repeat(Y[:1], STEPS, 0)}
+  result = optax_clr.find_lr(noisy_loss, jnp.zeros(DIM), optax.sgd,
+                             same_order, eval_fn, key=jax.random.key(0),
+                             num_rungs=1)
+  # Every step's batch is the same, so only the keys tell the seeds apart.
+  assert not np.allclose(result.seed_scores[0, :, 0],
+                         result.seed_scores[0, :, 1], rtol=1e-5)
+
+
+def test_non_finite_runs_score_inf_and_are_never_chosen():
+  plain = one_seed()
+  fitted = plain.scores[0] < np.median(plain.scores[0])  # the better half
+  threshold = float(np.median(plain.scores[0]))
+
+  def fragile_eval(w):  # NaN where the plain score is below the median
+    mse = eval_fn(w)
+    return jnp.where(mse < threshold, jnp.nan, mse)
+
+  result = optax_clr.find_lr(loss_fn, jnp.zeros(DIM), optax.sgd, BATCHES,
+                             fragile_eval, num_seeds=1, num_rungs=1)
+  np.testing.assert_allclose(result.candidates, plain.candidates)
+  assert np.all(np.isposinf(result.scores[0][fitted]))
+  assert not np.isnan(result.scores).any()
+  assert not fitted[np.flatnonzero(result.candidates
+                                   == result.learning_rate)[0]]
+
+
+def test_every_candidate_diverging_is_refused_with_the_range_tests():
+  with pytest.raises(ValueError, match='every candidate diverged.*step'):
+    optax_clr.find_lr(loss_fn, jnp.zeros(DIM), optax.sgd, BATCHES,
+                      lambda w: jnp.nan * jnp.sum(w), num_rungs=1)
+
+
+def test_flat_curves_are_refused():
+  flat = lambda w, batch: 1.0 + 0.0 * jnp.sum(w) * jnp.sum(batch['x'])
+  with pytest.raises(ValueError, match='never improved'):
+    optax_clr.find_lr(flat, jnp.zeros(DIM), optax.sgd, BATCHES, eval_fn)
+
+
+@pytest.mark.parametrize('kwargs, error, match', [
+    (dict(eval_fn=lambda w: w), ValueError, 'eval_fn must return one real'),
+    (dict(eval_fn=lambda w, s: w[0]), TypeError, 'eval_fn'),
+    (dict(eval_fn='val'), TypeError, 'eval_fn'),
+    (dict(loss_fn=None), TypeError, 'loss_fn'),
+    (dict(optimizer=lambda lr: 'sgd'), TypeError, 'GradientTransformation'),
+    (dict(batches={'x': X[:3], 'y': Y[:3]}), ValueError,
+     'too few for num_rungs=3'),
+    (dict(batches={'x': X[:8], 'y': Y[:9]}), ValueError, 'leading'),
+    (dict(num_candidates=1), ValueError, 'num_candidates'),
+    (dict(num_seeds=0), ValueError, 'num_seeds'),
+    (dict(num_rungs=0), ValueError, 'num_rungs'),
+    (dict(reduction=1), ValueError, 'reduction'),
+    (dict(span=0.0), ValueError, 'span'),
+    (dict(num_range_tests=0), ValueError, 'num_range_tests'),
+    (dict(range_test_steps=1), ValueError, 'range_test_steps'),
+    (dict(start_lr=-1.0), ValueError, 'start_lr'),
+    (dict(schedule=3), TypeError, 'schedule'),
+])
+def test_bad_input_is_named_before_compiling(kwargs, error, match):
+  traces = []
+
+  def counted_loss(w, batch):
+    traces.append(1)
+    return loss_fn(w, batch)
+
+  args = dict(loss_fn=counted_loss, params=jnp.zeros(DIM),
+              optimizer=optax.sgd, batches=BATCHES, eval_fn=eval_fn)
+  args.update(kwargs)
+  with pytest.raises(error, match=match):
+    optax_clr.find_lr(args.pop('loss_fn'), args.pop('params'),
+                      args.pop('optimizer'), args.pop('batches'),
+                      args.pop('eval_fn'), **args)
+  assert not traces
+
+
+def test_schedule_chooses_the_peak_of_a_warmup():
+  warmup = lambda lr: optax.linear_schedule(0.0, lr, STEPS // 8)
+  result = optax_clr.find_lr(loss_fn, jnp.zeros(DIM), optax.sgd, BATCHES,
+                             eval_fn, schedule=warmup, num_seeds=1,
+                             num_rungs=1)
+  for i, lr in enumerate(result.candidates[:3]):
+    w = np.zeros(DIM)
+    for t in range(STEPS):
+      w = sgd_by_hand(lr * min(t / (STEPS // 8), 1.0), [t], w)
+    assert result.scores[0, i] == pytest.approx(val_mse(w), rel=2e-3)
