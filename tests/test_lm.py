@@ -161,3 +161,19 @@ def test_rows_of_the_comparison():
   assert len({r.spec.name for r in grid}) == 13
   assert [r.spec.total_steps for r in rows if r.role == 'short'] == [150] * 18
   assert {r.peak for r in rows if r.role == 'suggested'} == {0.005}
+
+
+def test_sweeps_in_chunks_equal_one_sweep():
+  setup = dataclasses.replace(
+      compare.QUICK, config=dataclasses.replace(QUICK, steps=12,
+                                                warmup_steps=2))
+  rows = compare.make_rows(setup, suggested=0.005)[::6]  # 5 of the 28 rows.
+  corpus = data.load_corpus()
+  whole = compare.run_sweep(dataclasses.replace(
+      setup, models_per_sweep=len(rows)), corpus, rows)
+  chunked = compare.run_sweep(dataclasses.replace(
+      setup, models_per_sweep=2), corpus, rows)  # 2 + 2 + 1 (padded to 2).
+  assert chunked.losses.shape == (5, 12) and chunked.evals.shape == (5, 6)
+  np.testing.assert_array_equal(chunked.eval_steps, whole.eval_steps)
+  for got, want in zip(chunked[:3], whole[:3]):
+    np.testing.assert_allclose(got, want, rtol=1e-5)

@@ -1,13 +1,15 @@
-r"""Schedules of the byte-level transformer at equal budget, one sweep.
+r"""Schedules of the byte-level transformer at equal budget, as sweeps.
 
 Every schedule of :func:`specs` at every peak of a small grid, with 3 seeds
-(initialization and data order), trains as ONE ``optax_clr.sweep`` program
-(``jit(vmap(scan))``); so do the same models at the rate ``suggest_lr`` reads
-from a range test of this model, and WSD and cosine runs planned for half
-the budget. Then the trainer (``examples.lm.train``) runs a constant rate
-with Orbax checkpoints and cools down from two of them, for the Hägele et
-al. (2024) check. Writes ``results.json``, ``results.md``, ``curves.png``
-and ``range_test.png``::
+(initialization and data order), trains through ``optax_clr.sweep``
+(``jit(vmap(scan))``), together with the same models at the rate
+``suggest_lr`` reads from a range test of this model and WSD and cosine runs
+planned for half the budget: ``Setup.models_per_sweep`` models per call, one
+compiled program that every call reuses, so memory holds one chunk of models
+and not all of them (peak RSS about 1.5 GB, not 20). Then the trainer
+(``examples.lm.train``) runs a constant rate with Orbax checkpoints and cools
+down from two of them, for the Hägele et al. (2024) check. Writes
+``results.json``, ``results.md``, ``curves.png`` and ``range_test.png``::
 
   python -m examples.lm.compare --out docs/lm   # the report (~30 min, 2 CPUs)
   python -m examples.lm.compare --quick         # a smoke test, runs/lm-quick
@@ -50,7 +52,23 @@ def specs(steps: int, warmup: int, *, quick: bool = False) -> tuple[SC, ...]:
 
 @dataclasses.dataclass(frozen=True)
 class Setup:
-  """The comparison's sizes; the defaults are the report's."""
+  """The comparison's sizes; the defaults are the report's.
+
+  Attributes:
+    config: the model, batch, budget and warmup of every run.
+    peaks: the peak-rate grid every schedule trains at.
+    seeds: initializations and data orders.
+    range_sweeps: range tests (data orders) whose median ``suggest_lr`` reads.
+    range_steps: steps of each range test.
+    range_start: the range test's first rate.
+    range_end: its last rate.
+    models_per_sweep: models per ``optax_clr.sweep`` call (memory grows with
+      it: about 50 MB a model at the report's size).
+    cooldown_seeds: seeds of the trainer's cooldown-from-checkpoint runs.
+    cooldowns: which of them: ``'half'`` (from 40 % to 50 % of the budget),
+      ``'full'`` (from 80 % to 100 %).
+    quick: the smoke test's schedules (:func:`specs`).
+  """
 
   config: train.Config = train.Config()
   peaks: tuple[float, ...] = (0.003, 0.006, 0.012)
@@ -59,11 +77,15 @@ class Setup:
   range_steps: int = 200
   range_start: float = 1e-5
   range_end: float = 1.0
+  models_per_sweep: int = 24
+  cooldown_seeds: int = 3
+  cooldowns: tuple[str, ...] = ('half', 'full')
   quick: bool = False
 
 
 QUICK = Setup(train.Config(**train.QUICK), peaks=(0.005, 0.01), seeds=(0, 1),
-              range_sweeps=2, range_steps=40, quick=True)
+              range_sweeps=2, range_steps=40, models_per_sweep=14,
+              cooldown_seeds=1, cooldowns=('half',), quick=True)
 _RANGE_STREAM = 1000  # Range-test data orders: seeds 1000, 1001, ...
 _windows = data.windows  # For the losses, whose ``data=`` hides the module.
 
@@ -117,26 +139,42 @@ def range_test(setup: Setup, corpus: data.Corpus):
   return result, float(optax_clr.suggest_lr(result))
 
 
-def run_sweep(setup: Setup, corpus: data.Corpus, rows: list[Row]):
-  """Trains every row as one ``optax_clr.sweep`` program."""
+class Records(NamedTuple):
+  """What the comparison keeps of its sweeps, on the host (NumPy).
+
+  Attributes:
+    losses: ``[K, steps]``, each model's training loss per step (nats).
+    learning_rates: ``[K, steps]``, the rate each update used.
+    evals: ``[K, evals]``, validation bits per byte after ``eval_steps``.
+    eval_steps: ``[evals]``, the updates before each evaluation.
+  """
+
+  losses: np.ndarray
+  learning_rates: np.ndarray
+  evals: np.ndarray
+  eval_steps: np.ndarray
+
+
+def run_sweep(setup: Setup, corpus: data.Corpus, rows: list[Row]
+              ) -> Records:
+  """Trains every row, ``setup.models_per_sweep`` at a time.
+
+  Each chunk is one ``optax_clr.sweep`` program (``jit(vmap(scan))`` over
+  its models); every chunk has the same shapes (the last is padded with
+  copies of its last row), so the program compiles once and the others
+  reuse it. After each chunk only its per-step losses and rates and its
+  evaluations come to the host; its parameters and optimizer states are
+  dropped, so memory holds one chunk's models, not all of them.
+  """
   c = setup.config
   mc = c.model_config()
   branches = sorted({dataclasses.replace(r.spec, decay_fraction=0.2)
                      for r in rows}, key=repr)
-  hp = {
-      'branch': np.array([branches.index(dataclasses.replace(
-          r.spec, decay_fraction=0.2)) for r in rows]),
-      'peak': np.array([r.peak for r in rows], np.float32),
-      'fraction': np.array([r.spec.decay_fraction for r in rows], np.float32),
-  }
   seeds = sorted({r.seed for r in rows})
   inits = {s: nnx.state(model_lib.make_model(mc, seed=s), nnx.Param)
            for s in seeds}
-  params = jax.tree.map(lambda *x: jnp.stack(x),
-                        *[inits[r.seed] for r in rows])
   orders = {s: data.batch_offsets(len(corpus.train), c.context, c.batch_size,
                                   s, range(c.steps)) for s in seeds}
-  offsets = np.stack([orders[r.seed] for r in rows])
   graphdef = nnx.graphdef(model_lib.make_model(mc, seed=0))
   shared = {'text': jnp.asarray(corpus.train),
             'val': data.validation_windows(corpus, c.context, c.eval_windows)}
@@ -154,32 +192,59 @@ def run_sweep(setup: Setup, corpus: data.Corpus, rows: list[Row]):
         tuple(branches), h['branch'], h['peak'], h['fraction']),
                                     weight_decay=c.weight_decay)
 
-  return optax_clr.sweep(loss_fn, params, optimizer, hp, offsets,
-                         params_axis=0, batches_axis=0, data=shared,
-                         eval_fn=eval_fn, eval_every=c.steps // 6)
+  size = min(setup.models_per_sweep, len(rows))
+  parts = []
+  for first in range(0, len(rows), size):
+    chunk = rows[first:first + size]
+    chunk += [chunk[-1]] * (size - len(chunk))  # One shape: one compile.
+    hp = {
+        'branch': np.array([branches.index(dataclasses.replace(
+            r.spec, decay_fraction=0.2)) for r in chunk]),
+        'peak': np.array([r.peak for r in chunk], np.float32),
+        'fraction': np.array([r.spec.decay_fraction for r in chunk],
+                             np.float32),
+    }
+    params = jax.tree.map(lambda *x: jnp.stack(x),
+                          *[inits[r.seed] for r in chunk])
+    offsets = np.stack([orders[r.seed] for r in chunk])
+    result = optax_clr.sweep(loss_fn, params, optimizer, hp, offsets,
+                             params_axis=0, batches_axis=0, data=shared,
+                             eval_fn=eval_fn, eval_every=c.steps // 6)
+    kept = len(rows) - first if first + size > len(rows) else size
+    parts.append(jax.device_get((result.losses[:kept],
+                                 result.learning_rates[:kept],
+                                 result.evals[:kept])))
+    eval_steps = np.asarray(result.eval_steps)
+    del result, params
+    print(f'sweep: {first + kept} of {len(rows)} models trained', flush=True)
+  losses, lrs, evals = (np.concatenate(x) for x in zip(*parts))
+  return Records(losses, lrs, evals, eval_steps)
 
 
 def cooldown_runs(setup: Setup, peak: float, workdir: str) -> dict[str, Any]:
   """A constant run per seed, cooled down from 40 % and 80 % of the budget.
 
-  The constant phase runs to 80 % of ``steps`` with checkpoints at 40 % and
-  80 %; from each, a 1-sqrt cooldown of 20 % of the final length (to half
-  the budget and to the full budget).
+  The constant phase runs to 80 % of ``steps`` (40 % when ``setup.cooldowns``
+  is only ``('half',)``) with checkpoints at 40 % and 80 %; from each, a
+  1-sqrt cooldown of 20 % of the final length (to half the budget and to the
+  full budget). Seeds are the first ``setup.cooldown_seeds`` of
+  ``setup.seeds``: ``--quick`` runs one seed and one cooldown, since every
+  trainer run compiles its own step.
   """
   c = setup.config
-  half, full = c.steps // 2, c.steps
-  out = {'peak': peak, 'half': [], 'full': []}
-  for seed in setup.seeds:
+  lengths = {'half': c.steps // 2, 'full': c.steps}
+  starts = {name: n - round(0.2 * n) for name, n in lengths.items()}
+  out = {'peak': peak, **{name: [] for name in setup.cooldowns}}
+  for seed in setup.seeds[:setup.cooldown_seeds]:
     base = dataclasses.replace(c, schedule='constant', seed=seed,
                                peak_lr=peak, decay_shape='1-sqrt')
     constant = os.path.join(workdir, f'constant-{seed}')
-    starts = {'half': half - round(0.2 * half), 'full': full - round(0.2 * full)}
     train.train_and_evaluate(dataclasses.replace(
-        base, steps=starts['full'], checkpoint_every=starts['half']),
-                             constant, progress=False)
-    for name, length in (('half', half), ('full', full)):
-      run = dataclasses.replace(base, schedule='wsd', steps=length,
-                                checkpoint_every=length)
+        base, steps=max(starts[name] for name in setup.cooldowns),
+        checkpoint_every=starts['half']), constant, progress=False)
+    for name in setup.cooldowns:
+      run = dataclasses.replace(base, schedule='wsd', steps=lengths[name],
+                                checkpoint_every=lengths[name])
       final = train.train_and_evaluate(
           run, os.path.join(workdir, f'cooldown-{name}-{seed}'),
           cooldown_from=os.path.join(constant, 'checkpoints',

@@ -119,9 +119,20 @@ def loss_fn(model: Transformer, tokens: jax.Array) -> jax.Array:
       logits, tokens[..., 1:]).mean()
 
 
-def bits_per_byte(model: Transformer, tokens: jax.Array) -> jax.Array:
-  """The mean next-byte loss of windows in bits per byte (jittable)."""
-  return data.bits_per_byte(loss_fn(model, tokens))
+def bits_per_byte(model: Transformer, tokens: jax.Array, *,
+                  chunk: int = 64) -> jax.Array:
+  """The mean next-byte loss of windows in bits per byte (jittable).
+
+  The windows are evaluated ``chunk`` at a time (``lax.map``) when ``chunk``
+  divides their number, so evaluating many models at once (a sweep) holds
+  the activations of ``chunk`` windows per model, not of all of them.
+  """
+  count = tokens.shape[0]
+  if count <= chunk or count % chunk:
+    return data.bits_per_byte(loss_fn(model, tokens))
+  parts = tokens.reshape(count // chunk, chunk, *tokens.shape[1:])
+  losses = jax.lax.map(lambda part: loss_fn(model, part), parts)
+  return data.bits_per_byte(losses.mean())  # Equal parts: the overall mean.
 
 
 def decay_mask(params):

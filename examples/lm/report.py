@@ -23,8 +23,13 @@ def _stats(values) -> dict[str, Any]:
 
 
 def _paired(a, b) -> dict[str, Any]:
-  """``a - b`` by seed: mean, std, and whether it is within 2 std errors."""
-  d = np.asarray(a['seeds']) - np.asarray(b['seeds'])
+  """``a - b`` by seed: mean, std, and whether it is within 2 std errors.
+
+  Pairs the seeds both have (the first ones: the cooldown runs may use
+  fewer seeds than the sweep).
+  """
+  n = min(len(a['seeds']), len(b['seeds']))
+  d = np.asarray(a['seeds'][:n]) - np.asarray(b['seeds'][:n])
   std = float(d.std(ddof=1)) if d.size > 1 else 0.0
   return {'mean': float(d.mean()), 'std': std,
           'within_noise': bool(abs(d.mean()) <= 2 * std / np.sqrt(d.size))}
@@ -69,6 +74,8 @@ def add_checks(results: dict[str, Any]) -> None:
   peak = f'{cd["peak"]:g}'
   for name, planned, cos in (('half', short['wsd 1-sqrt 20%'], short['cosine']),
                              ('full', grid['wsd 1-sqrt 20%'], cosine)):
+    if name not in cd:  # --quick cools down once.
+      continue
     cooled = _stats(cd[name])
     cd[f'{name}_stats'] = cooled
     same = planned['at_peak'][peak]  # Planned for this length, same peak.
