@@ -142,7 +142,11 @@ def _restore(path: str, model, optimizer) -> dict[str, Any]:
         record=ocp.args.JsonRestore()))
   finally:
     orbax.close()
-  nnx.replace_by_pure_dict(state, restored.state)
+  # Orbax returns arrays committed to a device; a fresh model's are not, and
+  # jit keys its cache on that: uncommitted copies let the continued run
+  # reuse the compiled steps instead of compiling each twice.
+  nnx.replace_by_pure_dict(state, jax.tree.map(
+      lambda x: jnp.asarray(np.asarray(x)), restored.state))
   nnx.update((model, optimizer), state)
   return dict(restored.record)
 
