@@ -74,7 +74,7 @@ def add_checks(results: dict[str, Any]) -> None:
   peak = f'{cd["peak"]:g}'
   for name, planned, cos in (('half', short['wsd 1-sqrt 20%'], short['cosine']),
                              ('full', grid['wsd 1-sqrt 20%'], cosine)):
-    if name not in cd:  # --quick cools down once.
+    if name not in cd:  # --quick runs no cooldown.
       continue
     cooled = _stats(cd[name])
     cd[f'{name}_stats'] = cooled
