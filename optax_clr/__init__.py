@@ -3,6 +3,8 @@
 Every schedule is a jittable, vmappable ``optax.Schedule``.
 """
 
+from optax_clr._cooldown import cooldown_schedule
+from optax_clr._current import current_learning_rate
 from optax_clr._cyclic import cyclic_momentum_schedule
 from optax_clr._cyclic import cyclic_schedule
 from optax_clr._cyclic import exp_range_schedule
@@ -24,6 +26,7 @@ from optax_clr._restarts import cosine_restarts_schedule
 from optax_clr._suggest import suggest_clr_bounds
 from optax_clr._suggest import suggest_lr
 from optax_clr._wsd import wsd_schedule
+from optax_clr._wsd_restarts import wsd_restarts_schedule
 from optax_clr._sweep import grid
 from optax_clr._sweep import sweep
 from optax_clr._sweep import SweepResult
@@ -31,7 +34,9 @@ from optax_clr._sweep import SweepResult
 __version__ = '0.1.0'
 
 __all__ = (
+    'cooldown_schedule',
     'cosine_restarts_schedule',
+    'current_learning_rate',
     'cyclic_momentum_schedule',
     'cyclic_schedule',
     'exp_range_schedule',
@@ -54,6 +59,7 @@ __all__ = (
     'SweepResult',
     'triangular2_schedule',
     'triangular_schedule',
+    'wsd_restarts_schedule',
     'wsd_schedule',
 )
 

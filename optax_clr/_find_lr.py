@@ -17,6 +17,7 @@ import optax
 
 from optax_clr import _cache
 from optax_clr import _checks
+from optax_clr import _progress
 from optax_clr import _range_test
 from optax_clr import _suggest
 from optax_clr import _sweep
@@ -70,12 +71,17 @@ class FindLRResult(NamedTuple):
   model_state: Any = None
 
 
-def _sweep_optimizer(optimizer_ref, schedule_ref):
+def _sweep_optimizer(optimizer_ref, schedule_ref, accumulation_steps):
   schedule = None if schedule_ref is None else schedule_ref()
 
   def sweep_optimizer(hp):
     lr = hp['learning_rate']
-    return optimizer_ref()(lr if schedule is None else schedule(lr))
+    tx = optimizer_ref()(lr if schedule is None else schedule(lr))
+    if accumulation_steps == 1:
+      return tx
+    # One update per accumulation_steps microbatches, the schedule's count
+    # advancing once per update: the range test's accumulation, as a sweep.
+    return optax.MultiSteps(tx, accumulation_steps).gradient_transformation()
 
   return sweep_optimizer
 
@@ -94,11 +100,12 @@ def _sweep_eval(eval_ref, stateful):
 _WRAPPERS = _cache.ProgramCache()
 
 
-def _wrapped(optimizer, schedule, eval_fn, stateful):
+def _wrapped(optimizer, schedule, eval_fn, stateful, accumulation_steps):
   sweep_optimizer = _WRAPPERS.get(
       (optimizer,) if schedule is None else (optimizer, schedule),
-      ('optimizer', schedule is None),
-      lambda refs: _sweep_optimizer(refs[0], refs[1] if schedule else None),
+      ('optimizer', schedule is None, accumulation_steps),
+      lambda refs: _sweep_optimizer(
+          refs[0], refs[1] if schedule else None, accumulation_steps),
   )
   sweep_eval = _WRAPPERS.get(
       (eval_fn,), ('eval', stateful),
@@ -161,6 +168,23 @@ def _take(tree, index):
   return jax.tree.map(lambda x: jnp.asarray(x)[index], tree)
 
 
+def _merge_axes(tree, axis):
+  """Axes ``axis`` and ``axis + 1`` of every leaf made one."""
+  return jax.tree.map(
+      lambda x: x.reshape(*x.shape[:axis], -1, *x.shape[axis + 2:]), tree)
+
+
+def _with_desc(progress, desc):
+  """A ``progress=`` setting with its bar named ``desc``."""
+  if progress is False:
+    return False
+  if progress is True:
+    return {'desc': desc}
+  if isinstance(progress, dict):
+    return {'desc': desc, **progress}
+  return {'desc': desc, 'every': progress}
+
+
 def _bracket(result, span):
   """``(low, high, suggestion)``: the candidates' range, read off the tests."""
   try:
@@ -210,6 +234,9 @@ def find_lr(
     start_lr: float = 1e-7,
     end_lr: float = 10.0,
     seed: int = 0,
+    accumulation_steps: int = 1,
+    mesh: jax.sharding.Mesh | None = None,
+    progress: Any = False,
 ) -> FindLRResult:
   r"""Chooses a learning rate by training the likely ones and scoring them.
 
@@ -297,6 +324,18 @@ def find_lr(
     start_lr: the range tests' first rate.
     end_lr: the range tests' last rate.
     seed: seeds the data orders (NumPy's ``default_rng``).
+    accumulation_steps: :math:`A \ge 1` microbatches per optimizer step:
+      ``batches`` then holds :math:`B \cdot A` microbatches, the range tests
+      run with ``accumulation_steps=A`` and the candidates' optimizers are
+      wrapped in ``optax.MultiSteps(tx, A)``, so the rate (and a schedule's
+      count) moves once per update. Steps, rungs and ``cost_steps`` count
+      updates; each is :math:`A` forward and backward passes.
+    mesh: where the candidates' sweeps run: as ``mesh`` of
+      :func:`optax_clr.sweep` (None: every device of every process). The
+      range tests, a few hundred steps, run on each process's default
+      device.
+    progress: as for :func:`optax_clr.sweep`: a bar for the range tests and
+      one per rung (needs tqdm, the ``progress`` extra).
 
   Returns:
     result
@@ -350,11 +389,27 @@ def find_lr(
   _checks.check_step_count('num_range_tests', num_range_tests)
   _checks.check_step_count('range_test_steps', range_test_steps, minimum=2)
   _checks.check_step_count('seed', seed, minimum=0)
+  _checks.check_step_count('accumulation_steps', accumulation_steps)
+  accumulation_steps = int(accumulation_steps)
+  _progress.check(progress)
   num_candidates, num_seeds = int(num_candidates), int(num_seeds)
   num_rungs, reduction = int(num_rungs), int(reduction)
   num_range_tests, range_test_steps = int(num_range_tests), int(
       range_test_steps)
   num_steps = _sweep._num_steps(batches, None)  # pylint: disable=protected-access
+  if num_steps % accumulation_steps:
+    raise ValueError(
+        f'batches holds {num_steps} microbatches, not a multiple of'
+        f' accumulation_steps={accumulation_steps}.'
+    )
+  num_steps //= accumulation_steps
+  microbatches = lambda tree, axis: tree
+  if accumulation_steps > 1:
+    # From here on a step is an update, its microbatches along axis 1.
+    batches = jax.tree.map(
+        lambda x: jnp.asarray(x).reshape(
+            num_steps, accumulation_steps, *x.shape[1:]), batches)
+    microbatches = _merge_axes
   steps = rung_steps(num_steps, num_rungs, reduction)
   if steps[0] < 1 or np.any(np.diff(steps) < 1):
     raise ValueError(
@@ -367,7 +422,7 @@ def find_lr(
   stateful = model_state is not None
   _check_eval(eval_fn, params, model_state, data)
   sweep_optimizer, sweep_eval = _wrapped(optimizer, schedule, eval_fn,
-                                         stateful)
+                                         stateful, accumulation_steps)
   tx = sweep_optimizer({'learning_rate': np.float32(start_lr)})
   if not isinstance(tx, optax.GradientTransformation):
     raise TypeError(
@@ -385,9 +440,11 @@ def find_lr(
                                  num_range_tests)
   def one_test(order, test_key):
     return _range_test.range_test(
-        loss_fn, params, optimizer, _take(batches, order),
+        loss_fn, params, optimizer, microbatches(_take(batches, order), 0),
         start_lr=start_lr, end_lr=end_lr, num_steps=range_test_steps,
         has_aux=has_aux, model_state=model_state, key=test_key, data=data,
+        accumulation_steps=accumulation_steps,
+        progress=_with_desc(progress, 'find_lr: range tests'),
     )
   tests = jax.vmap(one_test)(jnp.asarray(test_orders), test_keys)
   _range_test._check_first_loss(tests.losses)  # pylint: disable=protected-access
@@ -416,17 +473,21 @@ def find_lr(
     hyperparams = {'learning_rate': candidates[models].astype(np.float32)}
     window = jax.tree.map(lambda x: x[:, first:int(steps[rung])],
                           seed_batches)
-    continued = {}
+    continued: dict[str, Any] = {}
     if previous is not None:
       continued = dict(
-          params_axis=0, opt_state=previous.opt_state, first_step=first,
+          params_axis=0, opt_state=previous.opt_state,
+          first_step=first * accumulation_steps,
           model_state=previous.model_state,
       )
     result = _sweep.sweep(
         loss_fn, params if previous is None else previous.params,
-        sweep_optimizer, hyperparams, _take(window, rows), batches_axis=0,
+        sweep_optimizer, hyperparams, microbatches(_take(window, rows), 1),
+        batches_axis=0,
         key=None if seed_keys is None else _take(seed_keys, rows),
-        has_aux=has_aux, eval_fn=sweep_eval, data=data,
+        has_aux=has_aux, eval_fn=sweep_eval, data=data, mesh=mesh,
+        progress=_with_desc(progress, f'find_lr: rung {rung + 1} of'
+                            f' {num_rungs}'),
         **({'model_state': model_state} if previous is None else continued),
     )
     cost += models.size * (int(steps[rung]) - first)

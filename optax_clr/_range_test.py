@@ -1,6 +1,7 @@
 """The LR range test: one compiled sweep of a growing hyperparameter."""
 
 from collections.abc import Callable, Iterator
+import contextlib
 import functools
 import inspect
 from typing import Any, NamedTuple
@@ -11,9 +12,12 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 
+from optax_clr import _accumulate
 from optax_clr import _cache
 from optax_clr import _checks
 from optax_clr import _loss
+from optax_clr import _mesh
+from optax_clr import _progress
 from optax_clr import _ramp
 
 # The floor of the divergence rule's scale: keeps a loss that starts at 0 from
@@ -158,14 +162,22 @@ def _step(carry, batch, key, start_lr, end_lr, smoothing, threshold,
   as ``benchmarks/bench_compile.py`` does).
   """
   loss_fn, has_aux, stateful = static[0], static[5], static[6]
+  accumulation_steps = static[7]
   _, tx = _ramp_and_optimizer(start_lr, end_lr, static)
   step = carry.step
-  loss, aux, model_state, grads = _loss.value_and_grad(
-      loss_fn(), carry.params, carry.model_state, batch,
-      _loss.step_key(key, step), has_aux=has_aux, stateful=stateful,
-      data=data,
-  )
   dtype = carry.average.dtype
+  if accumulation_steps == 1:
+    loss, aux, model_state, grads = _loss.value_and_grad(
+        loss_fn(), carry.params, carry.model_state, batch,
+        _loss.step_key(key, step), has_aux=has_aux, stateful=stateful,
+        data=data,
+    )
+  else:  # batch holds the step's microbatches along a leading axis.
+    loss, aux, model_state, grads = _accumulate.value_and_grad(
+        loss_fn(), carry.params, carry.model_state, batch, key, step,
+        accumulation_steps, dtype=dtype, has_aux=has_aux, stateful=stateful,
+        data=data,
+    )
   loss = jnp.asarray(loss, dtype)  # jax.grad has checked that it is a scalar.
   average = smoothing * carry.average + (1 - smoothing) * loss
   smoothed = average / (1 - smoothing ** (step + 1).astype(dtype))
@@ -204,8 +216,13 @@ def _step(carry, batch, key, start_lr, end_lr, smoothing, threshold,
 
 
 def _scan(params, model_state, batches, key, start_lr, end_lr, smoothing,
-          threshold, data=None, *, static):
-  num_steps = static[3]
+          threshold, data=None, progress=None, *, static):
+  num_steps, accumulation_steps = static[3], static[7]
+  if accumulation_steps > 1:
+    batches = jax.tree.map(
+        lambda x: x.reshape(num_steps, accumulation_steps, *x.shape[1:]),
+        batches,
+    )
   carry = _init(params, model_state, start_lr, end_lr, static=static)
   step = functools.partial(
       _step,
@@ -217,7 +234,13 @@ def _scan(params, model_state, batches, key, start_lr, end_lr, smoothing,
       data=data,
       static=static,
   )
-  carry, records = jax.lax.scan(step, carry, batches, length=num_steps)
+  body = step
+  if progress is not None:  # (token, every): a bar of steps done.
+    def body(carry, batch):
+      carry, record = step(carry, batch)
+      _progress.report(progress[0], carry.step, num_steps, progress[1])
+      return carry, record
+  carry, records = jax.lax.scan(body, carry, batches, length=num_steps)
   return records, carry.diverged_step, _lrs(start_lr, end_lr, static=static)
 
 
@@ -248,13 +271,18 @@ def _is_stacked(batches: Any) -> bool:
   return not (opaque and not hasattr(batches, 'shape'))
 
 
-def _check_stacked(batches: Any, num_steps: int) -> None:
+def _check_stacked(batches: Any, num_steps: int,
+                   accumulation_steps: int = 1) -> None:
+  length = num_steps * accumulation_steps
   for path, leaf in jax.tree_util.tree_flatten_with_path(batches)[0]:
     shape = getattr(leaf, 'shape', None)
-    if shape is None or not shape or shape[0] != num_steps:
+    if shape is None or not shape or shape[0] != length:
+      expected = f'num_steps={num_steps}' if accumulation_steps == 1 else (
+          f'num_steps * accumulation_steps = {num_steps} *'
+          f' {accumulation_steps} = {length}')
       raise ValueError(
-          'batches must have a leading axis of length num_steps='
-          f'{num_steps} on every leaf, got shape {shape} at'
+          f'batches must have a leading axis of length {expected}'
+          f' on every leaf, got shape {shape} at'
           f' batches{jax.tree_util.keystr(path)}. Pass a list or iterator'
           ' of batches to feed them one at a time.'
       )
@@ -270,6 +298,23 @@ def _check_first_loss(losses: Any) -> None:
         ' step, before any update: check params and the first batch of'
         ' batches.'
     )
+
+
+def _place_batch(mesh, leaf, *, axis):
+  """A batch leaf on ``mesh``, its batch axis split over ``data``."""
+  spec = _mesh.batch_spec(mesh, np.ndim(leaf), axis, models=False)
+  sharding = jax.sharding.NamedSharding(mesh, spec)
+  if isinstance(leaf, jax.core.Tracer):  # Under the user's jit or vmap.
+    return jax.lax.with_sharding_constraint(leaf, sharding)
+  return _mesh.put(leaf, sharding)
+
+
+def _replicate(mesh, tree):
+  sharding = jax.sharding.NamedSharding(mesh, _mesh.P())
+  put = lambda leaf: (jax.lax.with_sharding_constraint(leaf, sharding)
+                      if isinstance(leaf, jax.core.Tracer)
+                      else _mesh.put(leaf, sharding))
+  return jax.tree.map(put, tree)
 
 
 def range_test(
@@ -289,6 +334,9 @@ def range_test(
     model_state: Any = None,
     key: jax.Array | None = None,
     data: Any = None,
+    accumulation_steps: int = 1,
+    mesh: jax.sharding.Mesh | None = None,
+    progress: Any = False,
 ) -> RangeTestResult:
   r"""Sweeps a hyperparameter upwards for ``num_steps`` and records the loss.
 
@@ -332,6 +380,20 @@ def range_test(
   a sweep is reproducible and every step draws afresh. For a Flax NNX module,
   :func:`optax_clr.nnx.range_test` does both.
 
+  With ``accumulation_steps=A``, each step is one optimizer update from
+  ``A`` microbatches: ``batches`` holds ``num_steps * A`` of them (stacked,
+  or fed in order), :math:`L_t` is the mean of the step's ``A`` losses,
+  the gradient their mean, and the ramp advances once per update, as in a
+  training loop wrapped in ``optax.MultiSteps(tx, every_k_schedule=A)``.
+  The model state passes through the microbatches in order; microbatch
+  ``j`` of step ``t`` gets ``fold_in(key, t * A + j)``.
+
+  Mixed precision: ``params`` may be bfloat16 (the optimizer state follows
+  them), or ``loss_fn`` may cast float32 params to bfloat16 for its compute.
+  Either way the losses, their moving average and the divergence rule are
+  float32 (float64 under x64), so a bfloat16 loss's rounding never trips or
+  masks divergence.
+
   Args:
     loss_fn: ``loss_fn(params, batch) -> loss`` (a scalar), or ``(loss, aux)``
       with ``has_aux=True``; aux may carry ``"accuracy"`` for
@@ -346,9 +408,9 @@ def range_test(
       ``hyperparam``, wrapped in ``optax.inject_hyperparams`` and called with
       the ramp as that keyword (bind the learning rate yourself).
     batches: a pytree of arrays stacked along a leading axis of length
-      ``num_steps`` (a pytree without leaves, such as None, passes None to
-      every step), or a list or iterable yielding at least ``num_steps``
-      batches.
+      ``num_steps`` (times ``accumulation_steps``; a pytree without leaves,
+      such as None, passes None to every step), or a list or iterable yielding at least ``num_steps``
+      batches (times ``accumulation_steps``).
     start_lr: the first swept value; ``> 0`` for the exponential ramp.
     end_lr: the last swept value, ``> start_lr``.
     num_steps: the number of steps, a whole number ``>= 2``.
@@ -367,6 +429,19 @@ def range_test(
     data: a pytree of arrays shared by every step (a whole dataset kept on
       device), passed to ``loss_fn`` as the keyword ``data=``, as in
       :func:`optax_clr.sweep`; then ``batches`` can hold indices into it.
+    accumulation_steps: the number of microbatches per step, a whole
+      number ``>= 1``.
+    mesh: None (one device), or a ``jax.sharding.Mesh`` with a ``data``
+      axis (over devices of one or several processes): the test runs
+      data-parallel, every batch split along its axis 0 over ``data`` (the
+      size of that axis must divide the batch size) and the gradients
+      reduced by the compiler; other axes (``models``) replicate it. Inputs
+      may be host arrays, the same on every process, or global arrays; every
+      process receives the whole result.
+    progress: False, True, an int ``N`` (an update every ``N`` steps) or a
+      dict of ``tqdm.tqdm`` options: a bar of steps done, updated from
+      inside the compiled program (drawn by process 0; needs tqdm, the
+      ``progress`` extra).
 
   Returns:
     result
@@ -418,6 +493,12 @@ def range_test(
     _checks.check_number('divergence_threshold', divergence_threshold,
                          lower=0.0, lower_open=True)
   _check_hyperparam(optimizer, hyperparam)
+  _checks.check_step_count('accumulation_steps', accumulation_steps)
+  accumulation_steps = int(accumulation_steps)
+  if mesh is not None:
+    mesh = _mesh.check(mesh, axes=(_mesh.DATA_AXIS, _mesh.MODEL_AXIS),
+                       required=_mesh.DATA_AXIS, caller='range_test')
+  bar = _progress.check(progress)
 
   tx = _make_optimizer(optimizer, hyperparam, schedule)
   if not isinstance(tx, optax.GradientTransformation):
@@ -429,31 +510,66 @@ def range_test(
   settings = (start_lr, end_lr, smoothing, divergence_threshold)
   scan, init, step, ramp = _PROGRAMS.get(
       (loss_fn, optimizer),
-      (hyperparam, num_steps, mode, has_aux, stateful),
+      (hyperparam, num_steps, mode, has_aux, stateful, accumulation_steps),
       lambda refs: _build(
-          refs, (hyperparam, num_steps, mode, has_aux, stateful)
+          refs,
+          (hyperparam, num_steps, mode, has_aux, stateful, accumulation_steps),
       ),
   )
 
-  if _is_stacked(batches):
-    _check_stacked(batches, num_steps)
-    (losses, smoothed, aux), diverged_step, lrs = scan(
-        params, model_state, batches, key, *settings, data
-    )
+  stacked = _is_stacked(batches)
+  if stacked:
+    _check_stacked(batches, num_steps, accumulation_steps)
+  place = lambda batch, axis: batch
+  if mesh is not None:
+    place = functools.partial(_place_batch, mesh)
+    if stacked:
+      _mesh.check_batch(batches, 1, _mesh.size(mesh, _mesh.DATA_AXIS))
+      batches = jax.tree.map(lambda x: place(x, axis=1), batches)
+    params, model_state, key, data = _replicate(
+        mesh, (params, model_state, key, data))
+
+  if stacked:
+    with _progress.bar(bar, num_steps, 'range test') as token:
+      operands = None
+      if bar is not None:
+        operands = _progress.operands(token, bar.interval(num_steps))
+      (losses, smoothed, aux), diverged_step, lrs = scan(
+          params, model_state, batches, key, *settings, data, operands
+      )
+      if bar is not None and not isinstance(losses, jax.core.Tracer):
+        jax.block_until_ready(losses)
+    if mesh is not None:
+      losses, smoothed, aux, diverged_step, lrs = _mesh.local(
+          (losses, smoothed, aux, diverged_step, lrs))
     _check_first_loss(losses)
   else:
     carry = init(params, model_state, start_lr, end_lr)
     records = []
     iterator = iter(batches)
+    stack = contextlib.ExitStack()
+    token = stack.enter_context(_progress.bar(bar, num_steps, 'range test'))
     for t in range(num_steps):
-      try:
-        batch = next(iterator)
-      except StopIteration:
-        raise ValueError(
-            f'batches ran out after {t} batches; num_steps={num_steps}'
-            ' needs one batch per step.'
-        ) from None
+      micro = []
+      for j in range(accumulation_steps):
+        try:
+          micro.append(next(iterator))
+        except StopIteration:
+          stack.close()
+          raise ValueError(
+              f'batches ran out after {t * accumulation_steps + j} batches;'
+              f' num_steps={num_steps} needs one batch per step'
+              + ('.' if accumulation_steps == 1 else
+                 f', times accumulation_steps={accumulation_steps}.')
+          ) from None
+        if mesh is not None:
+          _mesh.check_batch(micro[-1], 0, _mesh.size(mesh, _mesh.DATA_AXIS))
+          micro[-1] = jax.tree.map(lambda x: place(x, axis=0), micro[-1])
+      batch = micro[0] if accumulation_steps == 1 else jax.tree.map(
+          lambda *x: jnp.stack(x), *micro)
       carry, record = step(carry, batch, key, *settings, data)
+      if token and bar and (t + 1) % bar.interval(num_steps) == 0:
+        _progress.update(token, t + 1)
       records.append(record)
       if t == 0:
         _check_first_loss(record[0])
@@ -461,11 +577,17 @@ def range_test(
         continue
       if bool(carry.diverged):
         break
+    if token:
+      _progress.update(token, len(records))
+    stack.close()
     fill = jax.tree.map(_fill, records[0])
     records += [fill] * (num_steps - len(records))
     losses, smoothed, aux = jax.tree.map(lambda *x: jnp.stack(x), *records)
     diverged_step = carry.diverged_step
     lrs = ramp(start_lr, end_lr)
+    if mesh is not None:
+      losses, smoothed, aux, diverged_step, lrs = _mesh.local(
+          (losses, smoothed, aux, diverged_step, lrs))
 
   return RangeTestResult(
       lrs=lrs,

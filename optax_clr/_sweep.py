@@ -3,7 +3,9 @@ r"""K models trained as ONE compiled program: ``jit(vmap(scan))``.
 Each model has its own hyperparameters (traced scalars inside the program, so
 new values of the same shape reuse the compiled program), optimizer state and,
 optionally, its own initialization, data order and random key. The K axis is
-sharded over the local devices.
+sharded over a mesh of every device of every process (or a user's mesh with
+a ``data`` axis too); inside a device, the models run side by side
+(``vmap``) or in chunks one after another (``lax.map``).
 """
 
 from collections.abc import Callable, Mapping
@@ -20,8 +22,11 @@ import optax
 from optax_clr import _cache
 from optax_clr import _checks
 from optax_clr import _loss
+from optax_clr import _mesh
+from optax_clr import _progress
 
-MODEL_AXIS = 'models'
+MODEL_AXIS = _mesh.MODEL_AXIS
+DATA_AXIS = _mesh.DATA_AXIS
 
 
 class SweepResult(NamedTuple):
@@ -111,6 +116,22 @@ class _Static(NamedTuple):
   resumed: bool  # opt_state is given, not initialized.
 
 
+class _Plan(NamedTuple):
+  """How the padded K axis runs: devices, then passes of side-by-side chunks."""
+
+  mesh: jax.sharding.Mesh
+  num_models: int  # K, before padding.
+  per_device: int  # Models per device along the models axis (padding in).
+  passes: int  # Chunks each device trains one after another.
+  chunk: int  # Models side by side in one pass.
+  gather: bool  # States replicated on every device, not sharded.
+  progress: bool  # Whether the program reports progress.
+
+  @property
+  def padded(self) -> int:
+    return self.per_device * _mesh.size(self.mesh, MODEL_AXIS)
+
+
 def _learning_rate(opt_state: Any) -> jax.Array | None:
   """The ``learning_rate`` an ``inject_hyperparams`` state holds, if one."""
   try:
@@ -123,7 +144,7 @@ def _learning_rate(opt_state: Any) -> jax.Array | None:
 
 
 def _train_one(params, model_state, key, hyperparams, batches, data,
-               opt_state, first_step, *, refs, static):
+               opt_state, first_step, progress, *, refs, static):
   """The training run of ONE model: a scan of steps, evaluations between."""
   loss_fn, optimizer = refs[0](), refs[1]()
   eval_fn = refs[2]() if len(refs) > 2 else None
@@ -141,6 +162,9 @@ def _train_one(params, model_state, key, hyperparams, batches, data,
     updates, opt_state = tx.update(out.grads, opt_state, params)
     params = optax.apply_updates(params, updates)
     records = (out.loss, out.aux, _learning_rate(opt_state))
+    if progress is not None:  # t is a scan index: vmap leaves it unbatched.
+      token, every, done_before, total = progress
+      _progress.report(token, done_before + t - first_step + 1, total, every)
     return (params, out.model_state, opt_state), records
 
   carry = (params, model_state, opt_state)
@@ -177,9 +201,143 @@ def _train_one(params, model_state, key, hyperparams, batches, data,
   return losses, params, model_state, aux, evals, learning_rates, opt_state
 
 
-def _build(refs, static):
+# The outputs of _train_one that are training state (sharded over models);
+# the others are per-step records (small, replicated on every device).
+_STATES = (False, True, True, False, False, False, True)
+
+
+def _build(refs, static, plan):
+  """The jitted sweep: K padded models, sharded, in passes of chunks."""
   train = functools.partial(_train_one, refs=refs, static=static)
-  return jax.jit(jax.vmap(train, in_axes=static.in_axes))
+  in_axes = static.in_axes + (None,)
+  devices = _mesh.size(plan.mesh, MODEL_AXIS)
+  total = plan.passes * static.num_steps
+
+  def side_by_side(args, pass_index, progress):
+    if progress is not None:
+      token, every = progress
+      progress = (token, every, pass_index * static.num_steps, total)
+    vmapped = cast(Callable[..., Any], jax.vmap(train, in_axes=in_axes))
+    return vmapped(*args, progress)
+
+  def program(*args, progress=None):
+    if plan.passes == 1:
+      outputs = side_by_side(args, 0, progress)
+    else:
+      # Device d holds models [d * per_device, (d + 1) * per_device): pass p
+      # trains chunk p of every device's models, all devices at once.
+      def to_passes(x):
+        x = x.reshape(devices, plan.passes, plan.chunk, *x.shape[1:])
+        return x.swapaxes(0, 1).reshape(plan.passes, devices * plan.chunk,
+                                        *x.shape[3:])
+
+      def from_passes(x):
+        x = x.reshape(plan.passes, devices, plan.chunk, *x.shape[2:])
+        return x.swapaxes(0, 1).reshape(plan.padded, *x.shape[3:])
+
+      mapped = [i for i, axis in enumerate(static.in_axes) if axis == 0]
+      stacked = [jax.tree.map(to_passes, args[i]) for i in mapped]
+
+      def one_pass(inputs):
+        pass_index, pieces = inputs
+        full = list(args)
+        for i, piece in zip(mapped, pieces):
+          full[i] = piece
+        return side_by_side(full, pass_index, progress)
+
+      outputs = jax.lax.map(
+          one_pass, (jnp.arange(plan.passes, dtype=jnp.int32), stacked))
+      outputs = jax.tree.map(from_passes, outputs)
+    trim = lambda tree: jax.tree.map(lambda x: x[:plan.num_models], tree)
+    return tuple(
+        trim(out) if plan.gather or not state else out
+        for out, state in zip(outputs, _STATES)
+    )
+
+  replicated = jax.sharding.NamedSharding(plan.mesh, _mesh.P())
+  by_model = jax.sharding.NamedSharding(plan.mesh, _mesh.P(MODEL_AXIS))
+  out_shardings = tuple(
+      by_model if state and not plan.gather else replicated
+      for state in _STATES
+  )
+  return jax.jit(program, out_shardings=out_shardings)
+
+
+class _Programs:
+  """The compiled sweeps of one (callables, static): one per plan."""
+
+  def __init__(self, refs, static):
+    self.refs, self.static = refs, static
+    self._programs: dict[_Plan, Any] = {}
+    self._convolutions: dict[Any, bool] = {}
+
+  def program(self, plan: _Plan) -> Any:
+    if plan not in self._programs:
+      self._programs[plan] = _build(self.refs, self.static, plan)
+    return self._programs[plan]
+
+  def grouped_convolutions(self, params, model_state, key, batches, data):
+    """Whether vmapping the loss over models makes grouped convolutions.
+
+    The loss and its gradient of ONE model are traced twice, as is and
+    vmapped over two models' parameters; a convolution whose kernel comes
+    from the parameters turns into a grouped convolution (a larger
+    ``feature_group_count`` or ``batch_group_count``), which XLA:CPU runs
+    far slower than the separate convolutions. Cached per argument shapes.
+    """
+    static = self.static
+    params = _structs(params, static.in_axes[0] == 0)
+    model_state = _structs(model_state, static.in_axes[1] == 0)
+    key = _structs(key, static.in_axes[2] == 0)
+    batch = _structs(_structs(batches, static.in_axes[4] == 0), True)
+    data = _structs(data, False)
+    leaves, treedef = jax.tree.flatten((params, model_state, key, batch, data))
+    signature = (treedef, tuple((x.shape, str(x.dtype)) for x in leaves))
+    if signature not in self._convolutions:
+      loss_fn = self.refs[0]()
+
+      def grads(params, model_state, key, batch, data):
+        return _loss.value_and_grad(
+            loss_fn, params, model_state, batch,
+            _loss.step_key(key, jnp.zeros([], jnp.int32)),
+            has_aux=static.has_aux, stateful=static.stateful, data=data,
+        ).grads
+
+      two = lambda tree: jax.tree.map(
+          lambda x: jax.ShapeDtypeStruct((2, *x.shape), x.dtype), tree)
+      alone = jax.make_jaxpr(grads)(params, model_state, key, batch, data)
+      vmapped = jax.make_jaxpr(jax.vmap(grads, in_axes=(0, 0, None, None,
+                                                        None)))(
+          two(params), two(model_state), key, batch, data)
+      self._convolutions[signature] = (
+          _grouped(vmapped.jaxpr) > _grouped(alone.jaxpr))
+    return self._convolutions[signature]
+
+
+def _structs(tree: Any, stacked: bool) -> Any:
+  """Shapes and dtypes of ``tree``'s leaves, axis 0 dropped if ``stacked``."""
+
+  def struct(x):
+    dtype = x.dtype if hasattr(x, 'dtype') else np.result_type(x)
+    return jax.ShapeDtypeStruct(np.shape(x)[1:] if stacked else np.shape(x),
+                                dtype)
+
+  return jax.tree.map(struct, tree)
+
+
+def _grouped(jaxpr) -> int:
+  """The grouped convolutions of a jaxpr, its sub-jaxprs included."""
+  count = 0
+  for eqn in jaxpr.eqns:
+    if eqn.primitive.name == 'conv_general_dilated':
+      count += (eqn.params['feature_group_count'] > 1
+                or eqn.params['batch_group_count'] > 1)
+    for value in eqn.params.values():
+      for sub in value if isinstance(value, (tuple, list)) else (value,):
+        sub = getattr(sub, 'jaxpr', sub)  # A ClosedJaxpr's Jaxpr.
+        if hasattr(sub, 'eqns'):
+          count += _grouped(sub)
+  return count
 
 
 _PROGRAMS = _cache.ProgramCache()
@@ -322,35 +480,39 @@ def _key_axis(key: Any, num_models: int) -> int | None:
   )
 
 
-def _pad(tree: Any, padding: int) -> Any:
-  """Repeats the last model ``padding`` times along the K axis."""
-  if not padding:
-    return tree
-  return jax.tree.map(
-      lambda x: jnp.concatenate([x, jnp.repeat(x[-1:], padding, axis=0)]),
-      tree,
-  )
+def _check_chunk_size(chunk_size: Any) -> int | None:
+  if chunk_size is None:
+    return None
+  if (isinstance(chunk_size, bool) or not isinstance(chunk_size, int)
+      or chunk_size < 1):
+    raise ValueError(
+        'chunk_size must be None (chosen automatically) or a whole number of'
+        f' models >= 1, got {chunk_size!r}.'
+    )
+  return chunk_size
 
 
-def _place(args, in_axes, num_models):
-  """Pads the K axis to a multiple of the devices and shards it."""
-  devices = jax.local_devices()
-  count = min(len(devices), num_models)
-  padded = math.ceil(num_models / count) * count
-  mesh = jax.sharding.Mesh(np.array(devices[:count]), (MODEL_AXIS,))
-  by_model = jax.sharding.NamedSharding(
-      mesh, jax.sharding.PartitionSpec(MODEL_AXIS)
-  )
-  replicated = jax.sharding.NamedSharding(mesh, jax.sharding.PartitionSpec())
-  placed = []
-  for arg, axis in zip(args, in_axes):
-    if axis is None:
-      placed.append(jax.device_put(arg, replicated))
+def _place(args, in_axes, plan, batches_axis):
+  """Pads the K axis to the plan's size and shards it over the mesh."""
+  mesh, padding = plan.mesh, plan.padded - plan.num_models
+  specs, paddings = [], []
+  for i, (arg, axis) in enumerate(zip(args, in_axes)):
+    if i == 4:  # batches: the batch axis over data.
+      batch_axis = 1 if batches_axis is None else 2
+      spec = lambda x, axis=axis: _mesh.batch_spec(
+          mesh, np.ndim(x), batch_axis, axis == 0)
     else:
-      placed.append(
-          jax.device_put(_pad(arg, padded - num_models), by_model)
-      )
-  return placed
+      spec = lambda x, axis=axis: _mesh.P() if axis is None else _mesh.P(
+          MODEL_AXIS)
+    specs.append(jax.tree.map(spec, arg))
+    paddings.append(jax.tree.map(
+        lambda x, axis=axis: 0 if axis is None else padding, arg))
+  leaves, treedef = jax.tree.flatten(list(args))
+  shardings = [jax.sharding.NamedSharding(mesh, spec)
+               for spec in jax.tree.leaves(
+                   specs, is_leaf=lambda x: isinstance(x, _mesh.P))]
+  placed = _mesh.put_all(leaves, shardings, jax.tree.leaves(paddings))
+  return jax.tree.unflatten(treedef, placed)
 
 
 def sweep(
@@ -370,6 +532,10 @@ def sweep(
     data: Any = None,
     opt_state: Any = None,
     first_step: int = 0,
+    mesh: jax.sharding.Mesh | None = None,
+    chunk_size: int | None = None,
+    gather: bool = False,
+    progress: Any = False,
 ) -> SweepResult:
   r"""Trains K models, one per hyperparameter row, as ONE compiled program.
 
@@ -378,10 +544,26 @@ def sweep(
   ``lax.scan`` of the training step, ``jax.vmap``-ed over the K models and
   ``jax.jit``-ed once. Inside the program the hyperparameters are traced
   scalars, so a schedule built from them compiles once, and calling again
-  with other values of the same shapes reuses the compiled program. The K
-  axis is sharded over the local devices (a 1-D mesh, ``NamedSharding``); a
-  K that the device count does not divide is padded with copies of the last
-  model and trimmed, with results equal to a one-device run.
+  with other values of the same shapes reuses the compiled program.
+
+  The K axis is sharded over the ``models`` axis of ``mesh``: by default a
+  1-D mesh over every device of every process (``jax.devices()``; one
+  process uses at most K devices), so under ``jax.distributed`` each process
+  trains only the models of its own devices. A mesh with a ``data`` axis as
+  well trains each model data-parallel: its batch axis is split over
+  ``data`` and the compiler reduces the gradients, so a model whose batch
+  does not fit one device can be swept. K is padded with copies of the last
+  model to fill the devices (and the chunks) and trimmed, with results equal
+  to a one-device run. On each device the models run side by side
+  (``vmap``), or ``chunk_size`` at a time, one chunk after another inside the
+  same program (``lax.map``): at most ``chunk_size`` models' activations and
+  gradients are in memory at once, with results equal to the unchunked
+  sweep. When ``chunk_size`` is not given it is chosen by a rule: all models
+  side by side, except on CPU when vmapping ``loss_fn`` over the models'
+  parameters turns its convolutions into grouped convolutions (seen in its
+  jaxpr), which XLA:CPU runs several times slower than one model's; then
+  one model at a time, as fast as K separate jitted runs
+  (``benchmarks/bench_loop.py`` measures both).
 
   Step :math:`t` of model :math:`k` computes
 
@@ -443,20 +625,45 @@ def sweep(
       previous result and the rest of the data, a sweep continued in pieces
       equals one sweep over the whole (successive halving trains the
       survivors on this way).
+    mesh: None (every device, above), or a ``jax.sharding.Mesh`` with a
+      ``models`` axis and optionally a ``data`` axis (no others), over
+      devices of one or several processes. Inputs may be host arrays (NumPy,
+      the same on every process) or global ``jax.Array`` s.
+    chunk_size: at most this many models side by side on one device, ``>=
+      1``; None chooses (above). ``1`` trains a device's models one after
+      another.
+    gather: whether ``params``, ``model_state`` and ``opt_state`` come back
+      replicated on every device (readable on every process) rather than
+      sharded over the ``models`` axis.
+    progress: False, True, an int ``N`` (an update every ``N`` steps) or a
+      dict of ``tqdm.tqdm`` options: a bar of steps done (passes of chunks
+      times ``num_steps``), updated from inside the compiled program through
+      a host callback, never a per-step sync; drawn by process 0. Needs
+      tqdm (the ``progress`` extra).
 
   Returns:
     result
       A :class:`SweepResult` with a leading K axis on every field but
-      ``eval_steps``.
+      ``eval_steps``. The per-step records (``losses``, ``aux``, ``evals``,
+      ``learning_rates``) and ``hyperparams`` are whole on every process.
+      ``params``, ``model_state`` and ``opt_state`` are global arrays
+      sharded over the ``models`` axis (each process holds the models its
+      devices trained) unless ``gather``; with several processes, read
+      model ``k`` on every process with ``jax.tree.map(lambda x:
+      multihost_utils.process_allgather(x)[k], result.params)``
+      (``jax.experimental.multihost_utils``), or sweep with ``gather=True``.
 
   Raises:
     ValueError: ``hyperparams`` of different lengths, ``optimizer`` reading
-      a name ``hyperparams`` lacks or refusing a model's values, a stacked argument whose leading size is
-      not K, batches without a common ``num_steps`` axis, or a bad
-      ``eval_every``. All raised before anything compiles.
+      a name ``hyperparams`` lacks or refusing a model's values, a stacked
+      argument whose leading size is not K, batches without a common
+      ``num_steps`` axis, a bad ``eval_every``, a ``mesh`` without a
+      ``models`` axis or whose ``data`` axis does not divide the batch
+      size, or ``chunk_size < 1``. All raised before anything compiles.
     TypeError: a callable argument that is not callable, ``optimizer`` not
-      returning an ``optax.GradientTransformation``, or ``hyperparams`` not
-      a dict of numbers.
+      returning an ``optax.GradientTransformation``, ``hyperparams`` not
+      a dict of numbers, ``mesh`` not a ``Mesh`` or a bad ``progress``.
+    ImportError: ``progress`` without tqdm installed.
 
   Examples:
     >>> import jax.numpy as jnp
@@ -473,6 +680,91 @@ def sweep(
     >>> [round(float(loss), 4) for loss in result.losses[:, -1]]
     [1.3922, 0.0006, 0.0]
   """
+  prepared = _prepare(
+      loss_fn, params, optimizer, hyperparams, batches,
+      params_axis=params_axis,
+      batches_axis=batches_axis,
+      model_state=model_state,
+      key=key,
+      has_aux=has_aux,
+      eval_fn=eval_fn,
+      eval_every=eval_every,
+      data=data,
+      opt_state=opt_state,
+      first_step=first_step,
+      mesh=mesh,
+      chunk_size=chunk_size,
+      gather=gather,
+      progress=progress,
+  )
+  program, args, plan, bar, hyperparams, num_steps, eval_every, evaluated = (
+      prepared)
+  mesh, num_models = plan.mesh, plan.num_models
+  total = plan.passes * num_steps
+  with _progress.bar(bar, total, 'sweep') as token:
+    operands = None
+    if bar is not None:
+      replicated = jax.sharding.NamedSharding(mesh, _mesh.P())
+      operands = tuple(
+          _mesh.put(np.asarray(x, np.int32), replicated)
+          for x in (token, bar.interval(total)))
+    outputs = program(*args, progress=operands)
+    if bar is not None:
+      jax.block_until_ready(outputs)
+  losses, params, model_state, aux, evals, learning_rates, opt_state = (
+      outputs)
+  trim = lambda tree: _mesh.trim(tree, num_models, mesh)
+  every = eval_every or num_steps
+  eval_steps = every * np.arange(1, num_steps // every + 1)
+  return SweepResult(
+      losses=_mesh.local(losses),
+      params=trim(params),
+      model_state=trim(model_state),
+      aux=_mesh.local(aux),
+      evals=_mesh.local(evals) if evaluated else None,
+      eval_steps=eval_steps,
+      hyperparams=hyperparams,
+      learning_rates=_mesh.local(learning_rates),
+      opt_state=trim(opt_state),
+  )
+
+
+class _Prepared(NamedTuple):
+  """A checked sweep, ready to run: its program and placed arguments."""
+
+  program: Any
+  args: list[Any]
+  plan: _Plan
+  bar: _progress.Progress | None
+  hyperparams: dict[str, jax.Array]
+  num_steps: int
+  eval_every: int | None
+  evaluated: bool
+
+
+def _prepare(
+    loss_fn: Callable[..., Any],
+    params: Any,
+    optimizer: Callable[[dict[str, jax.Array]], optax.GradientTransformation],
+    hyperparams: Mapping[str, Any],
+    batches: Any,
+    *,
+    params_axis: int | None = None,
+    batches_axis: int | None = None,
+    model_state: Any = None,
+    key: jax.Array | None = None,
+    has_aux: bool = False,
+    eval_fn: Callable[..., Any] | None = None,
+    eval_every: int | None = None,
+    data: Any = None,
+    opt_state: Any = None,
+    first_step: int = 0,
+    mesh: jax.sharding.Mesh | None = None,
+    chunk_size: int | None = None,
+    gather: bool = False,
+    progress: Any = False,
+) -> _Prepared:
+  """Checks the arguments of :func:`sweep`, builds and places (no run)."""
   loss_fn = _checks.check_callable('loss_fn', loss_fn)
   optimizer = _checks.check_callable('optimizer', optimizer)
   if eval_fn is not None:
@@ -505,33 +797,54 @@ def sweep(
     _check_stacked('opt_state', opt_state, 0, num_models,
                    axis_name='opt_state')
   _check_optimizer(optimizer, hyperparams, num_models)
+  if mesh is None:
+    mesh = _mesh.default(num_models)
+  else:
+    mesh = _mesh.check(mesh, axes=(MODEL_AXIS, DATA_AXIS),
+                       required=MODEL_AXIS, caller='sweep')
+  _mesh.check_batch(batches, 1 if batches_axis is None else 2,
+                    _mesh.size(mesh, DATA_AXIS))
+  chunk_size = _check_chunk_size(chunk_size)
+  gather = _checks.check_bool('gather', gather)
+  bar = _progress.check(progress)
 
   in_axes = (params_axis, params_axis, key_axis, 0, batches_axis, None,
              None if opt_state is None else 0, None)
   static = _Static(has_aux, model_state is not None, num_steps, eval_every,
                    in_axes, opt_state is not None)
   callables = (loss_fn, optimizer) + (() if eval_fn is None else (eval_fn,))
-  program = _PROGRAMS.get(
-      callables, static, lambda refs: _build(refs, static)
+  programs = _PROGRAMS.get(
+      callables, static, lambda refs: _Programs(refs, static)
   )
+  if chunk_size is None:
+    chunk_size = _auto_chunk_size(programs, mesh, params, model_state, key,
+                                  batches, data)
+  per_device, passes, chunk = _mesh.padded_count(
+      num_models, _mesh.size(mesh, MODEL_AXIS), chunk_size)
+  plan = _Plan(mesh, num_models, per_device, passes, chunk, gather,
+               bar is not None)
+  program = programs.program(plan)
   args = _place(
       (params, model_state, key, hyperparams, batches, data, opt_state,
-       jnp.asarray(first_step, jnp.int32)),
-      in_axes, num_models,
+       np.asarray(first_step, np.int32)),
+      in_axes, plan, batches_axis,
   )
-  losses, params, model_state, aux, evals, learning_rates, opt_state = (
-      program(*args))
-  trim = lambda tree: jax.tree.map(lambda x: x[:num_models], tree)
-  every = eval_every or num_steps
-  eval_steps = every * np.arange(1, num_steps // every + 1)
-  return SweepResult(
-      losses=trim(losses),
-      params=trim(params),
-      model_state=trim(model_state),
-      aux=trim(aux),
-      evals=None if eval_fn is None else trim(evals),
-      eval_steps=eval_steps,
-      hyperparams=hyperparams,
-      learning_rates=trim(learning_rates),
-      opt_state=trim(opt_state),
-  )
+  return _Prepared(program, args, plan, bar, hyperparams, num_steps,
+                   eval_every, eval_fn is not None)
+
+
+def _auto_chunk_size(programs, mesh, params, model_state, key, batches,
+                     data) -> int | None:
+  """How many models run side by side on a device when not told.
+
+  All of them (None), except on CPU when vmapping the loss over models turns
+  its convolutions into grouped convolutions: XLA:CPU runs those many times
+  slower than the convolutions one model at a time
+  (``benchmarks/bench_loop.py``), so there the models of a device run one
+  after another inside the program (1).
+  """
+  if mesh.devices.flat[0].platform != 'cpu':
+    return None
+  if programs.grouped_convolutions(params, model_state, key, batches, data):
+    return 1
+  return None

@@ -13,6 +13,7 @@ it raises an ImportError saying so.
 
 from collections.abc import Callable, Mapping, Sequence
 from typing import Any, cast
+import weakref
 
 import jax
 import optax
@@ -33,13 +34,22 @@ from optax_clr import _sweep
 __all__ = ('find_lr', 'range_test', 'split_loss', 'sweep', 'merge')
 
 
-def _stream_tags(module: _nnx.Module) -> tuple[str, ...]:
+def _stream_tags(module: _nnx.Module, graphdef: Any) -> tuple[str, ...]:
+  """The module's random stream names, found once per graph."""
+  if graphdef in _TAGS:
+    return _TAGS[graphdef]
   tags = {
       stream.key.tag
       for _, stream in _nnx.graph.iter_graph(module)
       if isinstance(stream, _nnx.RngStream)
   }
-  return tuple(sorted(tags))
+  if len(_TAGS) > 64:  # Bounded: graphs of modules long gone.
+    _TAGS.clear()
+  _TAGS[graphdef] = tuple(sorted(tags))
+  return _TAGS[graphdef]
+
+
+_TAGS: dict[Any, tuple[str, ...]] = {}
 
 
 def _check_module(name: str, module: Any) -> None:
@@ -76,7 +86,7 @@ def split_loss(
   _check_module('model', model)
   loss_fn = _checks.check_callable('loss_fn', loss_fn)
   graphdef, params, model_state = _nnx.split(model, _nnx.Param, ...)
-  static = (graphdef, _stream_tags(model))
+  static = (graphdef, _stream_tags(model, graphdef))
   # One pure function per (loss_fn, graph), so that the compiled range test
   # or sweep of a second call is found in their caches.
   pure_loss_fn = _PURE.get(
@@ -86,6 +96,10 @@ def split_loss(
 
 
 _PURE = _cache.ProgramCache()
+
+
+# The graph of each pure loss function (weakly keyed: dropped with it).
+_PURE_GRAPHS: 'weakref.WeakKeyDictionary[Any, Any]' = weakref.WeakKeyDictionary()
 
 
 def _pure_loss(loss_ref, graphdef, tags):
@@ -98,6 +112,7 @@ def _pure_loss(loss_ref, graphdef, tags):
     _, _, new_state = _nnx.split(module, _nnx.Param, ...)
     return output, new_state
 
+  _PURE_GRAPHS[pure_loss_fn] = graphdef
   return pure_loss_fn
 
 
@@ -134,7 +149,8 @@ def range_test(
       ``has_aux=True``).
     batches: as in :func:`optax_clr.range_test`.
     **range_test_kwargs: any keyword of :func:`optax_clr.range_test`
-      (``start_lr``, ``num_steps``, ``key``...). With ``key``, the module's
+      (``start_lr``, ``num_steps``, ``key``, ``mesh`` for a data-parallel
+      test, ``progress``...). With ``key``, the module's
       random streams are reseeded from ``jax.random.fold_in(key, t)`` at
       step ``t``; without it, they continue from the module's own state.
 
@@ -280,7 +296,11 @@ def sweep(
     eval_fn: ``eval_fn(model) -> metrics`` on a copy of each trained module,
       every ``eval_every`` updates (call ``model.eval()`` inside it for
       inference mode), or None.
-    **sweep_kwargs: ``batches_axis``, ``key``, ``has_aux``, ``eval_every``.
+    **sweep_kwargs: ``batches_axis``, ``key``, ``has_aux``, ``eval_every``,
+      ``mesh``, ``chunk_size``, ``gather``, ``progress`` (see
+      :func:`optax_clr.sweep`). A CNN's models run one at a time on CPU
+      unless ``chunk_size`` says otherwise: vmapped, its convolutions become
+      grouped convolutions, which XLA:CPU runs far slower.
 
   Returns:
     result
@@ -303,7 +323,7 @@ def sweep(
   for i, module in enumerate(models):
     _check_module(f'model[{i}]' if several else 'model', module)
   pure_loss_fn, params, model_state = split_loss(models[0], loss_fn)
-  graphdef = _nnx.graphdef(models[0])
+  graphdef = _PURE_GRAPHS[pure_loss_fn]
   params_axis = None
   if several:
     states = [_nnx.split(m, _nnx.Param, ...)[1:] for m in models]

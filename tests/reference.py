@@ -104,3 +104,59 @@ def torch_one_cycle(
       return (end - start) * pct + start
     start_step = end_step
   raise AssertionError('unreachable')
+
+
+# ------------------------------------------ cooldowns and re-warming cycles
+
+_FALL = {
+    'linear': lambda x: 1 - x,
+    'cosine': lambda x: (1 + math.cos(math.pi * x)) / 2,
+    '1-sqrt': lambda x: 1 - math.sqrt(x),
+}
+_RISE = {
+    'linear': lambda x: x,
+    'cosine': lambda x: (1 - math.cos(math.pi * x)) / 2,
+    '1-sqrt': lambda x: 1 - math.sqrt(1 - x),
+}
+
+
+def cooldown_lr(t, base, start, decay, shape='1-sqrt', final=0.0):
+  """``base(t)`` before ``start``, then ``base(start)`` falling to ``final``."""
+  t = max(int(t), 0)
+  if t < start:
+    return base(t)
+  if t - start >= decay:
+    return final
+  return final + (base(start) - final) * _FALL[shape]((t - start) / decay)
+
+
+def wsd_cycles_lr(t, peak, lengths, decays, warmup=0, rewarmup=0, init=0.0,
+                  final=0.0, warmup_shape='linear', decay_shape='1-sqrt',
+                  repeat=False):
+  """Warmup-stable-decay cycles, walked one cycle at a time (Python ints).
+
+  Cycle ``i`` lasts ``lengths[i]`` steps: it rises from ``init`` over
+  ``warmup`` steps (cycle 0) or from ``final`` over ``rewarmup`` steps
+  (later cycles), holds ``peak``, and falls to ``final`` over its last
+  ``decays[i]`` steps. ``repeat`` repeats the single listed cycle forever;
+  otherwise the rate holds ``final`` after the last cycle.
+  """
+  t = max(int(t), 0)
+  index = 0
+  if repeat:
+    index, t = divmod(t, lengths[0])
+    length, decay = lengths[0], decays[0]
+  else:
+    while index < len(lengths) and t >= lengths[index]:
+      t -= lengths[index]
+      index += 1
+    if index == len(lengths):
+      return final
+    length, decay = lengths[index], decays[index]
+  ramp, low = (warmup, init) if index == 0 else (rewarmup, final)
+  if t < ramp:
+    return low + (peak - low) * _RISE[warmup_shape](t / ramp)
+  if t < length - decay:
+    return peak
+  return final + (peak - final) * _FALL[decay_shape](
+      (t - (length - decay)) / decay)

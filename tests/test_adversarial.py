@@ -53,8 +53,11 @@ class Entry:
   floats: tuple[str, ...]  # Real-valued hyperparameters.
   steps: tuple[str, ...] = ()  # Whole step counts.
   static: tuple[str, ...] = ()  # Must be concrete: not traced when evaluated.
+  # May also be a concrete sequence (one entry per cycle), then kept static.
+  sequences: tuple[str, ...] = ()
   bounds: Callable[[dict[str, float]], tuple[float, float]] = None
-  reference: Callable[[dict[str, float], np.ndarray], np.ndarray] | None = None
+  # Returns None where no reference is written for those arguments.
+  reference: Callable[[dict[str, Any], np.ndarray], np.ndarray | None] | None = None
 
 
 def _clamped(t):
@@ -127,6 +130,32 @@ def _wsd_reference(h, t):
   return np.where(t < warmup, rising, value)
 
 
+def _cooldown_reference(h, t):
+  # The base is the constant COOLDOWN_BASE.
+  t = _clamped(t)
+  start, decay, final = int(h['start_step']), int(h['decay_steps']), h['final_lr']
+  progress = np.clip(t - start, 0, decay) / max(decay, 1)
+  value = np.where(t - start >= decay, final,
+                   final + (COOLDOWN_BASE - final) * (1 - np.sqrt(progress)))
+  return np.where(t < start, COOLDOWN_BASE, value)
+
+
+def _wsd_restarts_reference(h, t):
+  if isinstance(h['cycle_steps'], tuple):
+    return None  # Per-cycle tables: tests/test_wsd_restarts.py checks them.
+  length, decay = int(h['cycle_steps']), int(h['decay_steps'])
+  warmup, rewarmup = int(h['warmup_steps']), int(h['rewarmup_steps'])
+  peak, init, final = h['peak_lr'], h['init_lr'], h['final_lr']
+  index, position = np.divmod(_clamped(t), length)
+  ramp = np.where(index == 0, warmup, rewarmup)
+  low = np.where(index == 0, init, final)
+  rising = low + (peak - low) * np.minimum(position, ramp) / np.maximum(ramp, 1)
+  cool = np.clip(position - (length - decay), 0, decay) / max(decay, 1)
+  falling = final + (peak - final) * (1 - np.sqrt(cool))
+  value = np.where(position < length - decay, peak, falling)
+  return np.where(position < ramp, rising, value)
+
+
 def _inverse_sqrt_reference(h, t):
   t = _clamped(t)
   warmup = int(h['warmup_steps'])
@@ -145,6 +174,16 @@ def _one_cycle_bounds(h):
 
 def _span(*names):
   return lambda h: (min(h[n] for n in names), max(h[n] for n in names))
+
+
+COOLDOWN_BASE = 0.5
+
+
+def _cooldown(start_step, decay_steps, final_lr):
+  """``cooldown_schedule`` of a constant base: its numeric arguments only."""
+  return optax_clr.cooldown_schedule(
+      lambda count: jnp.full(jnp.shape(count), COOLDOWN_BASE, jnp.float32),
+      start_step, decay_steps, final_lr=final_lr)
 
 
 def _decay_bounds(rate):
@@ -233,6 +272,28 @@ if hasattr(optax_clr, 'inverse_sqrt_schedule'):
       bounds=lambda h: (0.0, max(h['peak_lr'], h['init_lr'])),
       reference=_inverse_sqrt_reference)
 
+if hasattr(optax_clr, 'cooldown_schedule'):
+  REGISTRY['cooldown_schedule'] = Entry(
+      _cooldown, dict(start_step=30, decay_steps=20, final_lr=0.01),
+      ('final_lr',), ('start_step', 'decay_steps'),
+      bounds=lambda h: (min(h['final_lr'], COOLDOWN_BASE),
+                        max(h['final_lr'], COOLDOWN_BASE)),
+      reference=_cooldown_reference)
+if hasattr(optax_clr, 'wsd_restarts_schedule'):
+  REGISTRY['wsd_restarts_schedule'] = Entry(
+      optax_clr.wsd_restarts_schedule,
+      dict(peak_lr=1.0, cycle_steps=20, decay_steps=5, warmup_steps=4,
+           rewarmup_steps=2, init_lr=0.0, final_lr=0.1),
+      ('peak_lr', 'init_lr', 'final_lr'),
+      ('cycle_steps', 'decay_steps', 'warmup_steps', 'rewarmup_steps'),
+      sequences=('cycle_steps', 'decay_steps'),
+      bounds=_span('peak_lr', 'init_lr', 'final_lr'),
+      reference=_wsd_restarts_reference)
+
+
+def _is_listed(entry, name, value):
+  return name in entry.sequences and value is not None and np.ndim(value) > 0
+
 
 def test_registry_covers_every_public_factory():
   public = {name for name in optax_clr.__all__ if name.endswith('_schedule')}
@@ -285,7 +346,7 @@ def _traced_arguments(entry, arguments):
   """The arguments as float32 / int32 arrays, None and static ones as given."""
   traced = {}
   for name, value in arguments.items():
-    if value is None or name in entry.static:
+    if value is None or name in entry.static or _is_listed(entry, name, value):
       continue
     dtype = np.int32 if name in entry.steps else np.float32
     traced[name] = np.asarray(np.asarray(value).astype(np.float64), dtype)
@@ -317,9 +378,11 @@ def _check_values(name, values, hyper):
   slack = 1e-6 * max(abs(low), abs(high)) + F32_TINY
   assert np.all(values >= low - slack), (name, hyper, values.min(), low)
   assert np.all(values <= high + slack), (name, hyper, values.max(), high)
+  expected = None
   if entry.reference is not None:
     with np.errstate(under='ignore'):
       expected = entry.reference(hyper, COUNTS)
+  if expected is not None:
     scale = max(abs(v) for k, v in hyper.items()
                 if k in entry.floats and v is not None)
     np.testing.assert_allclose(
@@ -344,9 +407,14 @@ def test_hostile_hyperparameters(name, data):
     named = [argument for argument in chosen if argument in str(error)]
     assert named, f'{type(error).__name__} names none of {chosen}: {error}'
     return
-  hyper = {k: (None if v is None else _as_float(v)) for k, v in arguments.items()}
+  hyper = {k: (None if v is None else
+               tuple(_as_float(x) for x in v) if _is_listed(entry, k, v) else
+               _as_float(v)) for k, v in arguments.items()}
   _check_values(name, schedule(COUNTS), hyper)
-  static = tuple(sorted((k, int(arguments[k])) for k in entry.static))
+  static = tuple(sorted(
+      [(k, int(arguments[k])) for k in entry.static]
+      + [(k, tuple(int(x) for x in v)) for k, v in arguments.items()
+         if _is_listed(entry, k, v)]))
   compiled = _evaluator(name)(_traced_arguments(entry, arguments), static)
   _check_values(name, compiled, hyper)
 

@@ -1,6 +1,7 @@
 """find_lr: the choice against successive halving written by hand."""
 
 import functools
+import io
 
 import jax
 import jax.numpy as jnp
@@ -48,7 +49,10 @@ def one_seed():
 
 
 def test_successive_halving_equals_a_loop_by_hand():
-  result = one_seed()
+  _assert_halving_by_hand(one_seed())
+
+
+def _assert_halving_by_hand(result):
   rungs = [STEPS // 4, STEPS // 2, STEPS]
   assert result.rung_steps.tolist() == rungs
   alive = list(range(8))
@@ -70,6 +74,48 @@ def test_successive_halving_equals_a_loop_by_hand():
   np.testing.assert_allclose(
       result.params, sgd_by_hand(result.learning_rate, range(STEPS)),
       rtol=1e-3)
+
+
+def _halves(batches):
+  """Each step's batch as two microbatches of half its rows, in order."""
+  return {k: v.reshape(v.shape[0] * 2, v.shape[1] // 2, *v.shape[2:])
+          for k, v in batches.items()}
+
+
+def test_accumulation_steps_update_once_per_two_microbatches():
+  # Two microbatches of 8 rows average to the gradient of the 16-row batch:
+  # the same updates as the loop by hand on whole batches.
+  result = optax_clr.find_lr(loss_fn, jnp.zeros(DIM), optax.sgd,
+                             _halves(BATCHES), eval_fn, num_seeds=1,
+                             accumulation_steps=2)
+  assert result.range_test.losses.shape == (3, 100)
+  assert result.cost_steps == one_seed().cost_steps  # updates, not batches
+  _assert_halving_by_hand(result)
+
+
+def test_accumulation_steps_move_a_schedule_once_per_update():
+  warmup = lambda lr: optax.linear_schedule(0.0, lr, STEPS // 8)
+  result = optax_clr.find_lr(loss_fn, jnp.zeros(DIM), optax.sgd,
+                             _halves(BATCHES), eval_fn, schedule=warmup,
+                             num_seeds=1, num_rungs=1, accumulation_steps=2)
+  for i, lr in enumerate(result.candidates[:3]):
+    w = np.zeros(DIM)
+    for t in range(STEPS):
+      w = sgd_by_hand(lr * min(t / (STEPS // 8), 1.0), [t], w)
+    assert result.scores[0, i] == pytest.approx(val_mse(w), rel=2e-3)
+
+
+def test_progress_bars_name_each_stage_and_change_nothing():
+  pytest.importorskip('tqdm')
+  out = io.StringIO()
+  result = optax_clr.find_lr(loss_fn, jnp.zeros(DIM), optax.sgd, BATCHES,
+                             eval_fn, num_seeds=1,
+                             progress={'file': out, 'every': 8})
+  text = out.getvalue()
+  for stage in ('find_lr: range tests', 'find_lr: rung 1 of 3',
+                'find_lr: rung 3 of 3'):
+    assert stage in text, text
+  np.testing.assert_array_equal(result.scores, one_seed().scores)
 
 
 def test_bracket_is_read_off_the_range_tests():
@@ -177,6 +223,10 @@ def test_flat_curves_are_refused():
     (dict(range_test_steps=1), ValueError, 'range_test_steps'),
     (dict(start_lr=-1.0), ValueError, 'start_lr'),
     (dict(schedule=3), TypeError, 'schedule'),
+    (dict(accumulation_steps=0), ValueError, 'accumulation_steps'),
+    (dict(accumulation_steps=3), ValueError,
+     'not a multiple of accumulation_steps=3'),
+    (dict(progress='yes'), TypeError, 'progress'),
 ])
 def test_bad_input_is_named_before_compiling(kwargs, error, match):
   traces = []

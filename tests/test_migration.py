@@ -454,3 +454,65 @@ def peers_triangle(t, up, down):
   x = 1.0 + t / total - cycle
   ratio = up / total
   return cycle, (x / ratio if x <= ratio else (x - 1) / (ratio - 1))
+
+
+# ------------------------------- cooldowns, cycles and the current rate
+
+
+class TestCooldownsAndCycles:
+
+  def test_big_vision_constant_cooldown(self):
+    total, cooldown = N, 15
+    expected = [LR * min(1.0, (total - t) / cooldown) for t in range(N)]
+    schedule = optax_clr.cooldown_schedule(
+        optax.constant_schedule(LR), total - cooldown, cooldown,
+        shape='linear')
+    close(ours(schedule), expected)
+
+  def test_big_vision_cooldown_of_a_moving_base(self):
+    total, cooldown, timescale = N, 15, 10
+    rsqrt = lambda t: LR / math.sqrt((t + timescale) / timescale)
+    expected = [rsqrt(t) * min(1.0, (total - t) / cooldown) for t in range(N)]
+    base = lambda t: LR / jnp.sqrt((t + timescale) / timescale)
+    close(ours(lambda t: base(t) * jnp.minimum(1.0, (total - t) / cooldown)),
+          expected)
+
+  def test_transformers_wsd_without_warmup_is_a_cooldown(self):
+    stable, decay = 22, 12
+    expected = [LR * peers.hf_wsd_factor(t, 0, decay, stable + decay,
+                                         min_lr_ratio=0.1) for t in range(N)]
+    schedule = optax_clr.cooldown_schedule(
+        optax.constant_schedule(LR), stable, decay, shape='cosine',
+        final_lr=0.1 * LR)
+    close(ours(schedule), expected)
+
+  def test_levanter_cycle_ends_map_to_lengths(self):
+    ends, total = [12, 25], N
+    lengths = np.diff([0] + ends + [total]).tolist()
+    schedule = optax_clr.wsd_restarts_schedule(
+        LR, lengths, 4, warmup_steps=3, rewarmup_steps=2, final_lr=0.1 * LR)
+    values = ours(schedule, total + 1)
+    # Each listed end is a minimum of the curve: the decayed rate, from
+    # which the next cycle rewarms.
+    for end in ends + [total]:
+      close(values[end], 0.1 * LR)
+      assert values[end - 1] > values[end]
+    close(values[[3, 14, 27]], LR)  # peaks after each (re)warmup
+
+  def test_torch_get_last_lr_is_the_next_updates_rate(self):
+    torch = pytest.importorskip('torch')
+    param = torch.nn.Parameter(torch.zeros(1))
+    optimizer = torch.optim.SGD([param], lr=LR)
+    scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer,
+                                                  lambda t: 0.9**t)
+    schedule = lambda t: LR * 0.9**t
+    tx = optax.sgd(schedule)
+    params = jnp.zeros(1)
+    state = tx.init(params)
+    for k in range(1, 8):
+      optimizer.step()
+      scheduler.step()
+      _, state = tx.update(jnp.ones(1), state, params)
+      close(scheduler.get_last_lr()[0], schedule(k), rtol=1e-6)
+      close(optax_clr.current_learning_rate(state, schedule),
+            LR * 0.9**(k - 1), rtol=1e-6)

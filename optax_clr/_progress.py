@@ -1,0 +1,180 @@
+r"""Progress bars of compiled loops, updated from inside the program.
+
+A compiled ``lax.scan`` of training steps runs without coming back to Python,
+so a bar of steps done is fed by a host callback: every :math:`N` steps (and
+at the last one) the program calls :func:`report`, which hands the count of
+steps done to the bar through ``jax.debug.callback``, asynchronously: no
+step waits for the host. The program takes the bar's token and :math:`N` as
+traced arguments, so a new bar, or another :math:`N`, reuses the compiled
+program; a program built without progress contains no callback at all.
+
+Under automatic sharding the callback runs once per update, on the first
+device of the mesh (``jax.debug.callback`` gives it a maximal sharding), and
+only process 0 draws a bar.
+
+The ``progress=`` argument of :func:`optax_clr.sweep`,
+:func:`optax_clr.range_test` and their NNX versions is checked here, once:
+``False`` (no bar), ``True`` (a bar with about :data:`UPDATES` updates), an
+int :math:`N \ge 1` (an update every :math:`N` steps) or a dict of
+``tqdm.tqdm`` keyword arguments (``desc``, ``leave``, ``file``...), which may
+also hold ``every=N``. tqdm is an optional dependency (the ``progress``
+extra).
+"""
+
+from collections.abc import Iterator, Mapping
+import contextlib
+import itertools
+import math
+import threading
+from typing import Any, NamedTuple
+
+import jax
+import jax.numpy as jnp
+
+# Updates of a bar over a whole run, when ``every`` is not given. Each update
+# is one host callback (tens of microseconds on CPU); 50 of them cost well
+# under 1 % of any run long enough to want a bar.
+UPDATES = 50
+INSTALL = "progress bars need tqdm: pip install 'optax_clr[progress]'."
+
+
+class Progress(NamedTuple):
+  """A checked ``progress=`` setting."""
+
+  every: int | None  # Steps between updates; None: about UPDATES in all.
+  options: tuple[tuple[str, Any], ...]  # tqdm keyword arguments.
+
+  def interval(self, total: int) -> int:
+    """Steps between updates of a bar of ``total`` steps."""
+    if self.every is not None:
+      return self.every
+    return max(1, math.ceil(total / UPDATES))
+
+
+def _tqdm() -> Any:
+  try:
+    import tqdm  # pylint: disable=g-import-not-at-top
+  except ImportError as error:
+    raise ImportError(INSTALL) from error
+  return tqdm.tqdm
+
+
+def check(progress: Any, name: str = 'progress') -> Progress | None:
+  """Checks a ``progress=`` argument; None when no bar is wanted.
+
+  Args:
+    progress: False or None, True, an int ``N >= 1`` or a dict of tqdm
+      keyword arguments (with an optional ``every``).
+    name: the argument's name, for messages.
+
+  Returns:
+    A :class:`Progress`, or None for no bar.
+
+  Raises:
+    TypeError: ``progress`` of another type, or a dict with non-string keys.
+    ValueError: an ``N`` (or ``every``) below 1.
+    ImportError: a bar is asked for and tqdm is not installed.
+
+  Examples:
+    >>> from optax_clr import _progress
+    >>> _progress.check(False) is None
+    True
+    >>> _progress.check({'every': 10, 'desc': 'lr'})
+    Progress(every=10, options=(('desc', 'lr'),))
+    >>> _progress.check(True).interval(1000)
+    20
+  """
+  if progress is None or progress is False:
+    return None
+  if progress is True:
+    setting = Progress(None, ())
+  elif isinstance(progress, int) and not isinstance(progress, bool):
+    setting = Progress(_every(name, progress), ())
+  elif isinstance(progress, Mapping):
+    options = dict(progress)
+    for key in options:
+      if not isinstance(key, str):
+        raise TypeError(
+            f'{name} must be a dict of tqdm keyword arguments (string keys),'
+            f' got the key {key!r}.'
+        )
+    every = options.pop('every', None)
+    if every is not None:
+      every = _every(f'{name}["every"]', every)
+    setting = Progress(every, tuple(sorted(options.items())))
+  else:
+    raise TypeError(
+        f'{name} must be True, False, an int N >= 1 (an update every N steps)'
+        f' or a dict of tqdm keyword arguments, got {progress!r}.'
+    )
+  _tqdm()  # A clear ImportError before anything compiles.
+  return setting
+
+
+def _every(name: str, value: Any) -> int:
+  if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+    raise ValueError(
+        f'{name} must be a whole number of steps >= 1, got {value!r}.'
+    )
+  return value
+
+
+_BARS: dict[int, Any] = {}
+_TOKENS = itertools.count(1)
+_LOCK = threading.Lock()
+
+
+def update(token: Any, done: Any) -> None:
+  """Moves bar ``token`` to ``done`` steps (the host side of :func:`report`)."""
+  with _LOCK:
+    bar = _BARS.get(int(token))
+    if bar is not None and int(done) > bar.n:
+      bar.update(int(done) - bar.n)
+
+
+@contextlib.contextmanager
+def bar(setting: Progress | None, total: int, desc: str) -> Iterator[int]:
+  """A bar of ``total`` steps while the block runs; yields its token.
+
+  The token (0 for no bar: ``setting`` None, or a process other than 0) is
+  what the compiled program passes back to :func:`report`. The block must
+  wait for the program (``jax.block_until_ready``) before it ends.
+  """
+  if setting is None or jax.process_index() != 0:
+    yield 0
+    return
+  options = {'desc': desc, 'unit': 'step', **dict(setting.options)}
+  handle = _tqdm()(total=total, **options)
+  token = next(_TOKENS)
+  with _LOCK:
+    _BARS[token] = handle
+  try:
+    yield token
+  finally:
+    with _LOCK:
+      del _BARS[token]
+    handle.close()
+
+
+def report(token: jax.Array, done: jax.Array, total: int,
+           every: jax.Array) -> None:
+  """Inside a program: sends ``done`` to bar ``token`` every ``every`` steps.
+
+  Args:
+    token: the bar's token (a traced int32 scalar).
+    done: the steps done so far, an int32 scalar that is not batched by
+      ``vmap`` (a scan's step index is not), so that the callback runs once.
+    total: the bar's total (static): its last step is always reported.
+    every: steps between updates (a traced int32 scalar).
+  """
+  due = (token > 0) & ((done % every == 0) | (done == total))
+  jax.lax.cond(
+      due,
+      lambda: jax.debug.callback(update, token, done),
+      lambda: None,
+  )
+
+
+def operands(token: int, every: int) -> tuple[jax.Array, jax.Array]:
+  """The traced ``(token, every)`` a program with progress takes."""
+  return jnp.asarray(token, jnp.int32), jnp.asarray(every, jnp.int32)

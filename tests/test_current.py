@@ -1,0 +1,203 @@
+"""Tests for current_learning_rate and for resuming a schedule from Orbax."""
+
+import functools
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import optax
+import pytest
+
+import optax_clr
+from tests import reference
+
+
+def clr(t):
+  """The float64 reference of the schedule below."""
+  return float(reference.smith_clr(t, 0.01, 0.05, 3))
+
+
+SCHEDULE = optax_clr.triangular_schedule(0.01, 0.05, step_size=3)
+
+
+def rates_over(tx, num_updates, read):
+  params = {'w': jnp.zeros(3)}
+  state = tx.init(params)
+  rates = [float(read(state))]
+  for _ in range(num_updates):
+    _, state = tx.update({'w': jnp.ones(3)}, state, params)
+    rates.append(float(read(state)))
+  return rates
+
+
+# After k updates: the rate update k used, schedule(max(k - 1, 0)).
+EXPECTED = [clr(max(k - 1, 0)) for k in range(12)]
+
+
+class TestReadsTheRate:
+
+  def test_injected_rate(self):
+    tx = optax.inject_hyperparams(optax.adam)(learning_rate=SCHEDULE)
+    rates = rates_over(tx, 11, optax_clr.current_learning_rate)
+    np.testing.assert_allclose(rates, EXPECTED, rtol=1e-6)
+
+  @pytest.mark.parametrize('build', [
+      optax.adam, optax.sgd, functools.partial(optax.adamw, weight_decay=0.1),
+      lambda lr: optax.chain(optax.clip_by_global_norm(1.0), optax.lion(lr)),
+  ], ids=['adam', 'sgd', 'adamw', 'chain'])
+  def test_schedule_count(self, build):
+    tx = build(SCHEDULE)
+    rates = rates_over(
+        tx, 11, lambda s: optax_clr.current_learning_rate(s, SCHEDULE))
+    np.testing.assert_allclose(rates, EXPECTED, rtol=1e-6)
+
+  def test_injected_state_read_through_the_schedule(self):
+    tx = optax.inject_hyperparams(optax.sgd)(learning_rate=SCHEDULE)
+    rates = rates_over(
+        tx, 11, lambda s: optax_clr.current_learning_rate(s, SCHEDULE))
+    np.testing.assert_allclose(rates, EXPECTED, rtol=1e-6)
+
+  def test_multi_steps_counts_optimizer_steps(self):
+    tx = optax.MultiSteps(optax.adam(SCHEDULE), every_k_schedule=3)
+    rates = rates_over(
+        tx, 12, lambda s: optax_clr.current_learning_rate(s, SCHEDULE))
+    # Every 3 microbatches the inner count advances once.
+    expected = [clr(max(k // 3 - 1, 0)) for k in range(13)]
+    np.testing.assert_allclose(rates, expected, rtol=1e-6)
+
+  def test_inside_jit(self):
+    tx = optax.sgd(SCHEDULE)
+    params = jnp.zeros(2)
+
+    @jax.jit
+    def step(state):
+      _, state = tx.update(jnp.ones(2), state, params)
+      return state, optax_clr.current_learning_rate(state, SCHEDULE)
+
+    state = tx.init(params)
+    logged = []
+    for _ in range(8):
+      state, lr = step(state)
+      logged.append(float(lr))
+    np.testing.assert_allclose(logged, EXPECTED[1:9], rtol=1e-6)
+
+  def test_one_group_of_a_multi_transform(self):
+    head = optax.inject_hyperparams(optax.sgd)(
+        learning_rate=lambda t: 10 * SCHEDULE(t))
+    body = optax.inject_hyperparams(optax.sgd)(learning_rate=SCHEDULE)
+    tx = optax.multi_transform({'head': head, 'body': body},
+                               {'a': 'head', 'b': 'body'})
+    params = {'a': jnp.zeros(2), 'b': jnp.zeros(2)}
+    state = tx.init(params)
+    for _ in range(4):
+      _, state = tx.update(jax.tree.map(jnp.ones_like, params), state, params)
+    with pytest.raises(ValueError, match='opt_state holds 2 injected'):
+      optax_clr.current_learning_rate(state)
+    head_lr = optax_clr.current_learning_rate(state.inner_states['head'])
+    np.testing.assert_allclose(head_lr, 10 * clr(3), rtol=1e-6)
+
+
+class TestNnx:
+
+  def test_nnx_optimizer(self):
+    nnx = pytest.importorskip('flax.nnx')
+    model = nnx.Linear(3, 2, rngs=nnx.Rngs(0))
+    x = jnp.ones((4, 3))
+
+    def loss_fn(model):
+      return jnp.mean(model(x) ** 2)
+
+    for tx, schedule in (
+        (optax.inject_hyperparams(optax.adam)(learning_rate=SCHEDULE), None),
+        (optax.adam(SCHEDULE), SCHEDULE),
+    ):
+      optimizer = nnx.Optimizer(model, tx, wrt=nnx.Param)
+      rates = [float(optax_clr.current_learning_rate(optimizer, schedule))]
+      for _ in range(6):
+        optimizer.update(model, nnx.grad(loss_fn)(model))
+        rates.append(
+            float(optax_clr.current_learning_rate(optimizer, schedule)))
+      np.testing.assert_allclose(rates, EXPECTED[:7], rtol=1e-6)
+
+
+class TestRefuses:
+
+  def test_no_rate(self):
+    state = optax.sgd(0.1).init(jnp.zeros(2))
+    with pytest.raises(ValueError, match='holds no learning rate'):
+      optax_clr.current_learning_rate(state)
+    with pytest.raises(ValueError, match='holds no count of a learning-rate'):
+      optax_clr.current_learning_rate(state, SCHEDULE)
+
+  def test_a_count_without_its_schedule(self):
+    state = optax.adam(SCHEDULE).init(jnp.zeros(2))
+    with pytest.raises(ValueError, match='pass that schedule'):
+      optax_clr.current_learning_rate(state)
+
+  def test_several_counts(self):
+    tx = optax.multi_transform(
+        {'a': optax.sgd(SCHEDULE), 'b': optax.adam(SCHEDULE)},
+        {'x': 'a', 'y': 'b'})
+    state = tx.init({'x': jnp.zeros(1), 'y': jnp.zeros(1)})
+    with pytest.raises(ValueError, match=r"holds 2 schedule counts, at "
+                       r"opt_state.inner_states\['a'\]"):
+      optax_clr.current_learning_rate(state, SCHEDULE)
+
+  def test_schedule_not_callable(self):
+    state = optax.sgd(SCHEDULE).init(jnp.zeros(2))
+    with pytest.raises(TypeError, match='schedule must be callable, got 0.1'):
+      optax_clr.current_learning_rate(state, 0.1)
+
+
+class TestResumeFromOrbax:
+  """A restored checkpoint continues the schedule step for step."""
+
+  @pytest.mark.parametrize('name', ['cooldown', 'wsd_restarts', 'one_cycle'])
+  def test_restored_state_continues_the_schedule(self, name, tmp_path):
+    ocp = pytest.importorskip('orbax.checkpoint')
+    schedule = {
+        'cooldown': optax_clr.cooldown_schedule(SCHEDULE, 9, 6),
+        'wsd_restarts': optax_clr.wsd_restarts_schedule(
+            0.05, [7, 8], [3, 3], warmup_steps=2, rewarmup_steps=2),
+        'one_cycle': optax_clr.one_cycle_schedule(0.05, 16),
+    }[name]
+    tx = optax.adamw(schedule, weight_decay=0.01)
+    target = jnp.arange(4.0)
+
+    @jax.jit
+    def train_step(params, opt_state):
+      grads = jax.grad(lambda p: jnp.sum((p - target) ** 2))(params)
+      updates, opt_state = tx.update(grads, opt_state, params)
+      params = optax.apply_updates(params, updates)
+      return params, opt_state, optax_clr.current_learning_rate(
+          opt_state, schedule)
+
+    def run(params, opt_state, steps):
+      logged = []
+      for _ in range(steps):
+        params, opt_state, lr = train_step(params, opt_state)
+        logged.append(float(lr))
+      return params, opt_state, logged
+
+    params = jnp.zeros(4)
+    full_params, _, full_rates = run(params, tx.init(params), 16)
+    # Jitted and eager float32 may differ in the last bits.
+    np.testing.assert_allclose(
+        full_rates, [float(schedule(k)) for k in range(16)], rtol=1e-5)
+
+    half_params, half_state, first = run(params, tx.init(params), 7)
+    checkpointer = ocp.StandardCheckpointer()
+    path = tmp_path / 'step_7'
+    checkpointer.save(path, {'params': half_params, 'opt_state': half_state})
+    checkpointer.wait_until_finished()
+    fresh = jnp.zeros(4)
+    abstract = jax.tree.map(ocp.utils.to_shape_dtype_struct,
+                            {'params': fresh, 'opt_state': tx.init(fresh)})
+    restored = checkpointer.restore(path, abstract)
+    checkpointer.close()
+    np.testing.assert_allclose(
+        optax_clr.current_learning_rate(restored['opt_state'], schedule),
+        first[-1], rtol=1e-6)
+    end_params, _, rest = run(restored['params'], restored['opt_state'], 9)
+    assert first + rest == full_rates
+    np.testing.assert_array_equal(end_params, full_params)
