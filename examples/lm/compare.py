@@ -71,7 +71,7 @@ class Setup:
   """
 
   config: train.Config = train.Config()
-  peaks: tuple[float, ...] = (0.003, 0.006, 0.012)
+  peaks: tuple[float, ...] = (0.0015, 0.003, 0.006)
   seeds: tuple[int, ...] = (0, 1, 2)
   range_sweeps: int = 5
   range_steps: int = 200
