@@ -84,8 +84,11 @@ class Setup:
 
 
 QUICK = Setup(train.Config(**train.QUICK), peaks=(0.005, 0.01), seeds=(0, 1),
-              range_sweeps=2, range_steps=40, models_per_sweep=14,
-              cooldowns=(), quick=True)
+              range_sweeps=2, range_steps=40, models_per_sweep=28,
+              cooldowns=(), quick=True)  # 28 models: one sweep call.
+# --quick compiles two small programs (the range test, the sweep) and runs
+# them for seconds: XLA's backend optimizations would take most of its time.
+_QUICK_XLA_FLAGS = '--xla_backend_optimization_level=0'
 _RANGE_STREAM = 1000  # Range-test data orders: seeds 1000, 1001, ...
 _windows = data.windows  # For the losses, whose ``data=`` hides the module.
 
@@ -264,6 +267,9 @@ def main(argv=None) -> int:
   parser.add_argument('--quick', action='store_true',
                       help='a smoke test: a tiny model, 60 steps, 4 schedules')
   args = parser.parse_args(argv)
+  if args.quick:  # Read when the backend starts (ignored if it has).
+    os.environ['XLA_FLAGS'] = ' '.join(
+        filter(None, (os.environ.get('XLA_FLAGS'), _QUICK_XLA_FLAGS)))
   setup = QUICK if args.quick else Setup()
   out = args.out or os.path.join('runs', 'lm-quick' if args.quick
                                  else 'lm-compare')
