@@ -102,17 +102,33 @@ def _versions() -> dict[str, str]:
           'numpy': np.__version__, 'python': platform.python_version()}
 
 
+def _best(entry: dict[str, Any], peaks: list[float]) -> str:
+  """The best peak, marked when it is an end of the grid."""
+  edge = entry['best_peak'] in (min(peaks), max(peaks))
+  return f'{entry["best_peak"]:g}' + (' (edge)' if edge else '')
+
+
+def _table(title: str, table: dict[str, Any], peaks: list[float]
+           ) -> list[str]:
+  keys = [f'{p:g}' for p in peaks]
+  lines = [f'| {title} | best peak | val bits/byte (mean ± std) | '
+           + ' | '.join(f'at {p}' for p in keys) + ' |',
+           '|---|---|---|' + '---|' * len(keys)]
+  for name, e in sorted(table.items(), key=lambda kv: kv[1]['mean']):
+    lines.append(f'| {name} | {_best(e, peaks)} | {e["mean"]:.4f} ± '
+                 f'{e["std"]:.4f} | ' + ' | '.join(
+                     f'{e["by_peak"][p]:.4f}' for p in keys) + ' |')
+  return lines
+
+
 def markdown(results: dict[str, Any]) -> str:
   """The tables of ``results.md``."""
-  grid = results['schedules']
-  peaks = list(next(iter(grid.values()))['by_peak'])
-  lines = ['| schedule | best peak | val bits/byte (mean ± std) | '
-           + ' | '.join(f'at {p}' for p in peaks) + ' |',
-           '|---|---|---|' + '---|' * len(peaks)]
-  for name, e in sorted(grid.items(), key=lambda kv: kv[1]['mean']):
-    lines.append(f'| {name} | {e["best_peak"]:g} | {e["mean"]:.4f} ± '
-                 f'{e["std"]:.4f} | ' + ' | '.join(
-                     f'{e["by_peak"][p]:.4f}' for p in peaks) + ' |')
+  peaks = results['setup']['peaks']
+  half = results['setup']['config']['steps'] // 2
+  lines = _table('schedule', results['schedules'], peaks)
+  lines += ['', '"(edge)": the best peak is the lowest or highest of the'
+            ' grid, so the schedule\'s best rate may lie outside it.', '']
+  lines += _table(f'planned for {half} steps', results['short'], peaks)
   lines += ['', f'`suggest_lr` (median of the range tests):'
             f' {results["suggested_lr"]:.4g}', '',
             '| schedule at the suggested rate | val bits/byte | regret |',
