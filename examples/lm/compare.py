@@ -6,12 +6,12 @@ Every schedule of :func:`specs` at every peak of a small grid, with 3 seeds
 ``suggest_lr`` reads from a range test of this model and WSD and cosine runs
 planned for half the budget: ``Setup.models_per_sweep`` models per call, one
 compiled program that every call reuses, so memory holds one chunk of models
-and not all of them (peak RSS about 1.5 GB, not 20). Then the trainer
+and not all of them (peak RSS 1.7 GB, not 20). Then the trainer
 (``examples.lm.train``) runs a constant rate with Orbax checkpoints and cools
 down from two of them, for the Hägele et al. (2024) check. Writes
 ``results.json``, ``results.md``, ``curves.png`` and ``range_test.png``::
 
-  python -m examples.lm.compare --out docs/lm   # the report (~30 min, 2 CPUs)
+  python -m examples.lm.compare --out docs/lm   # the report (~40 min, 2 CPUs)
   python -m examples.lm.compare --quick         # a smoke test, runs/lm-quick
 """
 
