@@ -40,6 +40,7 @@ exclude_patterns = [
     'README.md',
     'compare/*.md',
     'find_lr_report/*.md',
+    'lm/*.md',
     'saddle_point/*.md',
 ]
 

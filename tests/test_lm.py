@@ -1,0 +1,179 @@
+"""examples/lm: the byte-level transformer, its data, trainer and comparison."""
+
+import dataclasses
+import os
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import orbax.checkpoint as ocp
+import pytest
+
+from examples.lm import compare
+from examples.lm import data
+from examples.lm import model as model_lib
+from examples.lm import schedules
+from examples.lm import train
+
+QUICK = train.Config(**train.QUICK)
+
+
+def wsd_1_sqrt(step, peak, total, decay, warmup):
+  """Warmup-stable-decay with a 1-sqrt cooldown (Hägele et al. 2024), NumPy."""
+  step = np.asarray(step, np.float64)
+  cool = np.clip((step - (total - decay)) / decay, 0.0, 1.0)
+  value = np.where(step < total - decay, peak, peak * (1 - np.sqrt(cool)))
+  value = np.where(step >= total, 0.0, value)
+  return np.where(step < warmup, peak * step / warmup, value)
+
+
+@pytest.fixture(scope='module')
+def quick(tmp_path_factory):
+  """The trainer's ``--quick`` run, from the command line."""
+  workdir = str(tmp_path_factory.mktemp('quick'))
+  assert train.main(['--quick', '--workdir', workdir, '--no-progress']) == 0
+  return workdir, train.train_and_evaluate(QUICK, workdir, progress=False)
+
+
+def test_attention_is_causal():
+  config = model_lib.ModelConfig(context=16, d_model=32, num_heads=4)
+  model = model_lib.make_model(config, seed=0)
+  tokens = jax.random.randint(jax.random.key(1), (2, 16), 0, 256)
+  logits = model(tokens)
+  for i in (0, 5, 14):
+    future = tokens.at[:, i + 1:].set((tokens[:, i + 1:] + 7) % 256)
+    changed = model(future)
+    # Masked scores weigh the future exactly 0: the past is bitwise unchanged.
+    np.testing.assert_array_equal(changed[:, :i + 1], logits[:, :i + 1])
+    assert not np.allclose(changed[:, i + 1:], logits[:, i + 1:])
+
+
+def test_data_is_split_by_file():
+  corpus = data.load_corpus()
+  train_files, validation_files = set(corpus.train_files), set(
+      corpus.validation_files)
+  assert not train_files & validation_files
+  assert train_files | validation_files == set(data.FILES)
+  assert len(validation_files) == len(data.FILES) // data.VALIDATION_EVERY
+  # The training text is exactly the training files: no validation byte in it.
+  root = data.stdlib_dir()
+  parts = []
+  for name in corpus.train_files:
+    with open(os.path.join(root, name), 'rb') as f:
+      parts.append(f.read())
+  expected = b''.join(parts)
+  assert corpus.train.tobytes() == expected
+  assert len(corpus.validation) > 10 * QUICK.eval_windows * QUICK.context
+
+
+def test_missing_file_is_named(tmp_path):
+  with pytest.raises(FileNotFoundError, match='argparse.py'):
+    data.load_corpus(str(tmp_path))
+
+
+def test_batches_are_a_function_of_seed_and_step():
+  a = data.batch_offsets(10_000, 64, 8, seed=3, steps=range(5, 10))
+  b = data.batch_offsets(10_000, 64, 8, seed=3, steps=[7])
+  np.testing.assert_array_equal(a[2], b[0])
+  windows = data.windows(np.arange(10_000) % 256, a, 64)
+  assert windows.shape == (5, 8, 65)
+  np.testing.assert_array_equal(windows[..., 0], a % 256)
+
+
+def test_logged_lr_is_the_schedule(quick):
+  log = quick[1]['log']
+  steps = np.array([r['step'] for r in log])
+  assert steps.tolist() == list(range(9, 60, 10))
+  expected = wsd_1_sqrt(steps, QUICK.peak_lr, QUICK.steps,
+                        round(QUICK.decay_fraction * QUICK.steps),
+                        QUICK.warmup_steps)
+  np.testing.assert_allclose([r['lr'] for r in log], expected, rtol=1e-6,
+                             atol=1e-9)
+
+
+def test_loss_falls(quick):
+  log = quick[1]['log']
+  assert log[-1]['loss'] < 0.75 * log[0]['loss']
+  assert log[-1]['val_bpb'] < log[0]['val_bpb'] - 0.5
+  assert log[-1]['val_bpb'] < 8.0  # Uniform bytes.
+
+
+def _state(workdir, step):
+  path = os.path.join(workdir, 'checkpoints', str(step), 'state')
+  return jax.tree.leaves(ocp.StandardCheckpointer().restore(path))
+
+
+def test_resume_is_bit_for_bit(quick, tmp_path):
+  reference, final = quick
+  workdir = str(tmp_path)
+  stopped = train.train_and_evaluate(QUICK, workdir, stop_at=35,
+                                     progress=False)
+  assert stopped['step'] == 30  # Killed after step 35, checkpoint at 30.
+  resumed = train.train_and_evaluate(QUICK, workdir, progress=False)
+  assert resumed == final
+  for got, want in zip(_state(workdir, 60), _state(reference, 60),
+                       strict=True):
+    np.testing.assert_array_equal(got, want)
+  changed = dataclasses.replace(QUICK, peak_lr=0.02)
+  with pytest.raises(ValueError, match='another run'):
+    train.train_and_evaluate(changed, workdir, progress=False)
+
+
+def test_cooldown_from_a_checkpoint_lands_on_the_planned_run(quick, tmp_path):
+  constant = str(tmp_path / 'constant')
+  train.train_and_evaluate(dataclasses.replace(
+      QUICK, schedule='constant', steps=48, checkpoint_every=24), constant,
+                           progress=False)
+  cooled = train.train_and_evaluate(
+      QUICK, str(tmp_path / 'cooled'), progress=False,
+      cooldown_from=os.path.join(constant, 'checkpoints', '48'))
+  assert cooled['log'][-1] == quick[1]['log'][-1]
+  with pytest.raises(ValueError, match='peak_lr'):
+    train.train_and_evaluate(
+        dataclasses.replace(QUICK, peak_lr=0.02), str(tmp_path / 'other'),
+        cooldown_from=os.path.join(constant, 'checkpoints', '24'))
+
+
+def test_traced_schedules_are_the_families():
+  steps = 120
+  specs = compare.specs(steps, 10)
+  assert len(specs) == 13
+  branches = tuple(sorted({dataclasses.replace(s, decay_fraction=0.2)
+                           for s in specs}, key=repr))
+  index = jnp.array([branches.index(dataclasses.replace(
+      s, decay_fraction=0.2)) for s in specs])
+  peaks = jnp.linspace(0.001, 0.01, len(specs))
+  fractions = jnp.array([s.decay_fraction for s in specs])
+  t = jnp.arange(steps + 5)
+  traced = jax.jit(jax.vmap(lambda i, p, f: schedules.traced_schedule(
+      branches, i, p, f)(t)))(index, peaks, fractions)
+  for k, spec in enumerate(specs):
+    np.testing.assert_allclose(
+        traced[k], schedules.make_schedule(float(peaks[k]), spec)(t),
+        rtol=1e-5, err_msg=spec.name)  # jit fuses: a few ulps.
+
+
+def test_rows_of_the_comparison():
+  setup = compare.Setup()
+  rows = compare.make_rows(setup, suggested=0.005)
+  grid = [r for r in rows if r.role == 'grid']
+  assert len(grid) == 13 * 3 * 3
+  assert len({r.spec.name for r in grid}) == 13
+  assert [r.spec.total_steps for r in rows if r.role == 'short'] == [150] * 18
+  assert {r.peak for r in rows if r.role == 'suggested'} == {0.005}
+
+
+def test_sweeps_in_chunks_equal_one_sweep():
+  setup = dataclasses.replace(
+      compare.QUICK, config=dataclasses.replace(QUICK, steps=12,
+                                                warmup_steps=2))
+  rows = compare.make_rows(setup, suggested=0.005)[::6]  # 5 of the 28 rows.
+  corpus = data.load_corpus()
+  whole = compare.run_sweep(dataclasses.replace(
+      setup, models_per_sweep=len(rows)), corpus, rows)
+  chunked = compare.run_sweep(dataclasses.replace(
+      setup, models_per_sweep=2), corpus, rows)  # 2 + 2 + 1 (padded to 2).
+  assert chunked.losses.shape == (5, 12) and chunked.evals.shape == (5, 6)
+  np.testing.assert_array_equal(chunked.eval_steps, whole.eval_steps)
+  for got, want in zip(chunked[:3], whole[:3]):
+    np.testing.assert_allclose(got, want, rtol=1e-5)
