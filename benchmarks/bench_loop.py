@@ -9,12 +9,9 @@ user would write without the library: one jitted ``lax.scan`` of the
 training step of ONE model, called K times.
 
 The sweep picks how many models run side by side itself (``chunk_size``
-unset): all of them for the MLP, one at a time inside the program for the
-CNN on CPU, where vmapped convolutions become grouped convolutions; all of
-them for the transformer, which has no convolution. The CNN is also timed
-with all models side by side (``chunk_size=K``), the choice the rule avoids,
-and the transformer one model at a time (``chunk_size=1``), the choice the
-rule does not make.
+unset): on CPU a device's models run one at a time inside the program.
+Every family is also timed with all models side by side (``chunk_size=K``),
+the choice the rule does not make on CPU.
 
 Both the first call (tracing, compiling and one run) and the steady state
 (warm calls) are timed. Target: the sweep is at least as fast as the K
@@ -118,11 +115,10 @@ def run(settings: _harness.Settings) -> dict:
     # lone jitted call (see the notes), and the transformer compiles slowly.
     sizes = {'mlp': ((1, 4, 16), 1200), 'cnn': ((1, 4, 16), 5),
              'transformer': ((1, 4, 16), 30)}
-    other_choice_ks = (4,)
-  # The chunk_size the rule does not choose, per family, timed at
-  # other_choice_ks: K (all side by side) for the CNN, 1 for the transformer.
-  other_choice = {'cnn': ('all side by side', lambda k: k),
-                  'transformer': ('one at a time', lambda k: 1)}
+    other_choice_ks = (4, 16)
+  # The chunk_size the rule does not choose, timed warm at other_choice_ks:
+  # on CPU the rule runs a device's models one at a time, so all side by side.
+  other_choice = {f: ('all side by side', lambda k: k) for f in sizes}
   # Each first call compiles (up to ~25 s for the transformer on the shared
   # CPUs): three of each keeps the whole benchmark within ~20 minutes.
   first_repeats = 1 if settings.quick else min(settings.compile_repeats,
@@ -181,10 +177,8 @@ def run(settings: _harness.Settings) -> dict:
       f' {settings.repeats} times; the other chunk_size of a family is'
       ' timed warm only.')
   notes.append(
-      'sweep: chunk_size unset, chosen by the rule of optax_clr.sweep (all'
-      ' models side by side for the MLP and the transformer; one at a time'
-      ' inside the program for the CNN on CPU, whose vmapped convolutions'
-      ' are grouped).')
+      'sweep: chunk_size unset, chosen by the rule of optax_clr.sweep: on'
+      ' CPU a device\'s models run one at a time inside the program.')
   return {
       'title': TITLE,
       'params': {'sizes': {f: {'ks': list(k), 'num_steps': n}

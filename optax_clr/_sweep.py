@@ -269,75 +269,11 @@ class _Programs:
   def __init__(self, refs, static):
     self.refs, self.static = refs, static
     self._programs: dict[_Plan, Any] = {}
-    self._convolutions: dict[Any, bool] = {}
 
   def program(self, plan: _Plan) -> Any:
     if plan not in self._programs:
       self._programs[plan] = _build(self.refs, self.static, plan)
     return self._programs[plan]
-
-  def grouped_convolutions(self, params, model_state, key, batches, data):
-    """Whether vmapping the loss over models makes grouped convolutions.
-
-    The loss and its gradient of ONE model are traced twice, as is and
-    vmapped over two models' parameters; a convolution whose kernel comes
-    from the parameters turns into a grouped convolution (a larger
-    ``feature_group_count`` or ``batch_group_count``), which XLA:CPU runs
-    far slower than the separate convolutions. Cached per argument shapes.
-    """
-    static = self.static
-    params = _structs(params, static.in_axes[0] == 0)
-    model_state = _structs(model_state, static.in_axes[1] == 0)
-    key = _structs(key, static.in_axes[2] == 0)
-    batch = _structs(_structs(batches, static.in_axes[4] == 0), True)
-    data = _structs(data, False)
-    leaves, treedef = jax.tree.flatten((params, model_state, key, batch, data))
-    signature = (treedef, tuple((x.shape, str(x.dtype)) for x in leaves))
-    if signature not in self._convolutions:
-      loss_fn = self.refs[0]()
-
-      def grads(params, model_state, key, batch, data):
-        return _loss.value_and_grad(
-            loss_fn, params, model_state, batch,
-            _loss.step_key(key, jnp.zeros([], jnp.int32)),
-            has_aux=static.has_aux, stateful=static.stateful, data=data,
-        ).grads
-
-      two = lambda tree: jax.tree.map(
-          lambda x: jax.ShapeDtypeStruct((2, *x.shape), x.dtype), tree)
-      alone = jax.make_jaxpr(grads)(params, model_state, key, batch, data)
-      vmapped = jax.make_jaxpr(jax.vmap(grads, in_axes=(0, 0, None, None,
-                                                        None)))(
-          two(params), two(model_state), key, batch, data)
-      self._convolutions[signature] = (
-          _grouped(vmapped.jaxpr) > _grouped(alone.jaxpr))
-    return self._convolutions[signature]
-
-
-def _structs(tree: Any, stacked: bool) -> Any:
-  """Shapes and dtypes of ``tree``'s leaves, axis 0 dropped if ``stacked``."""
-
-  def struct(x):
-    dtype = x.dtype if hasattr(x, 'dtype') else np.result_type(x)
-    return jax.ShapeDtypeStruct(np.shape(x)[1:] if stacked else np.shape(x),
-                                dtype)
-
-  return jax.tree.map(struct, tree)
-
-
-def _grouped(jaxpr) -> int:
-  """The grouped convolutions of a jaxpr, its sub-jaxprs included."""
-  count = 0
-  for eqn in jaxpr.eqns:
-    if eqn.primitive.name == 'conv_general_dilated':
-      count += (eqn.params['feature_group_count'] > 1
-                or eqn.params['batch_group_count'] > 1)
-    for value in eqn.params.values():
-      for sub in value if isinstance(value, (tuple, list)) else (value,):
-        sub = getattr(sub, 'jaxpr', sub)  # A ClosedJaxpr's Jaxpr.
-        if hasattr(sub, 'eqns'):
-          count += _grouped(sub)
-  return count
 
 
 _PROGRAMS = _cache.ProgramCache()
@@ -558,12 +494,12 @@ def sweep(
   (``vmap``), or ``chunk_size`` at a time, one chunk after another inside the
   same program (``lax.map``): at most ``chunk_size`` models' activations and
   gradients are in memory at once, with results equal to the unchunked
-  sweep. When ``chunk_size`` is not given it is chosen by a rule: all models
-  side by side, except on CPU when vmapping ``loss_fn`` over the models'
-  parameters turns its convolutions into grouped convolutions (seen in its
-  jaxpr), which XLA:CPU runs several times slower than one model's; then
-  one model at a time, as fast as K separate jitted runs
-  (``benchmarks/bench_loop.py`` measures both).
+  sweep. When ``chunk_size`` is not given it is chosen by a rule: on CPU one
+  model at a time, as fast as K separate jitted runs or faster (XLA:CPU
+  already spreads one model over the cores; vmapped convolutions become
+  grouped convolutions and vmapped attention runs slower than a loop), all
+  models side by side on GPU and TPU (``benchmarks/bench_loop.py`` measures
+  both on CPU).
 
   Step :math:`t` of model :math:`k` computes
 
@@ -817,8 +753,7 @@ def _prepare(
       callables, static, lambda refs: _Programs(refs, static)
   )
   if chunk_size is None:
-    chunk_size = _auto_chunk_size(programs, mesh, params, model_state, key,
-                                  batches, data)
+    chunk_size = _auto_chunk_size(mesh)
   per_device, passes, chunk = _mesh.padded_count(
       num_models, _mesh.size(mesh, MODEL_AXIS), chunk_size)
   plan = _Plan(mesh, num_models, per_device, passes, chunk, gather,
@@ -833,18 +768,18 @@ def _prepare(
                    eval_every, eval_fn is not None)
 
 
-def _auto_chunk_size(programs, mesh, params, model_state, key, batches,
-                     data) -> int | None:
+def _auto_chunk_size(mesh) -> int | None:
   """How many models run side by side on a device when not told.
 
-  All of them (None), except on CPU when vmapping the loss over models turns
-  its convolutions into grouped convolutions: XLA:CPU runs those many times
-  slower than the convolutions one model at a time
-  (``benchmarks/bench_loop.py``), so there the models of a device run one
-  after another inside the program (1).
+  On CPU one at a time (1), one after another inside the program: XLA:CPU
+  already spreads one model's operations over the cores, so vmapping the
+  models buys little (at most 1.14x measured, for MLPs), and it can cost
+  far more: vmapped convolutions become grouped convolutions (0.82x of K
+  sequential runs for the examples CNN) and vmapped attention ran 0.72x-0.99x
+  (``benchmarks/bench_loop.py``). One at a time is as fast as K separate
+  jitted runs or faster on every family measured. On GPU and TPU, where one
+  small model leaves the device idle, all of them (None).
   """
-  if mesh.devices.flat[0].platform != 'cpu':
-    return None
-  if programs.grouped_convolutions(params, model_state, key, batches, data):
+  if mesh.devices.flat[0].platform == 'cpu':
     return 1
   return None

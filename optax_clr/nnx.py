@@ -298,9 +298,9 @@ def sweep(
       inference mode), or None.
     **sweep_kwargs: ``batches_axis``, ``key``, ``has_aux``, ``eval_every``,
       ``mesh``, ``chunk_size``, ``gather``, ``progress`` (see
-      :func:`optax_clr.sweep`). A CNN's models run one at a time on CPU
-      unless ``chunk_size`` says otherwise: vmapped, its convolutions become
-      grouped convolutions, which XLA:CPU runs far slower.
+      :func:`optax_clr.sweep`). On CPU a device's models run one at a time
+      unless ``chunk_size`` says otherwise (vmapped convolutions and
+      attention run slower there than a loop of single models).
 
   Returns:
     result

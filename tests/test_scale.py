@@ -243,26 +243,14 @@ def _conv_loss(params, images):
   return jnp.mean((h - 0.5) ** 2)
 
 
-def _dense_loss(params, images):
-  return jnp.mean((images.reshape(images.shape[0], -1) @ params['w']) ** 2)
-
-
-def test_grouped_convolutions_are_detected_from_the_jaxpr():
+def test_cpu_runs_a_device_s_models_one_at_a_time_by_default():
   rng = np.random.default_rng(0)
   conv_params = {'k1': jnp.asarray(rng.normal(size=(3, 3, 1, 2)) * 0.3),
                  'k2': jnp.asarray(rng.normal(size=(3, 3, 2, 2)) * 0.3)}
   images = jnp.asarray(rng.normal(size=(3, 4, 6, 6, 1)), jnp.float32)
   sgd = lambda hp: optax.sgd(hp['lr'])
-  static = lambda: _sweep._Static(False, False, 3, None,  # pylint: disable=protected-access
-                                  (None, None, None, 0, None, None, None,
-                                   None), False)
-  programs = _sweep._Programs(  # pylint: disable=protected-access
-      (lambda: _conv_loss, lambda: sgd), static())
-  assert programs.grouped_convolutions(conv_params, None, None, images, None)
-  dense = _sweep._Programs(  # pylint: disable=protected-access
-      (lambda: _dense_loss, lambda: sgd), static())
-  assert not dense.grouped_convolutions({'w': jnp.zeros((36, 2))}, None,
-                                        None, images, None)
+  cpu = jax.sharding.Mesh(np.asarray(jax.devices('cpu')[:1]), ('models',))
+  assert _sweep._auto_chunk_size(cpu) == 1  # pylint: disable=protected-access
   # Chosen automatically (one model at a time on CPU) or all side by side:
   # the same training.
   hp = {'lr': jnp.asarray([0.05, 0.1, 0.2])}
@@ -270,6 +258,11 @@ def test_grouped_convolutions_are_detected_from_the_jaxpr():
   side_by_side = optax_clr.sweep(_conv_loss, conv_params, sgd, hp, images,
                                  chunk_size=3)
   np.testing.assert_allclose(auto.losses, side_by_side.losses, rtol=1e-5)
+  # A pass per model: the bar counts K = 3 passes of num_steps = 3 steps.
+  out = io.StringIO()
+  optax_clr.sweep(_conv_loss, conv_params, sgd, hp, images,
+                  progress={'file': out, 'mininterval': 0, 'miniters': 1})
+  assert '9/9' in out.getvalue(), out.getvalue()
 
 
 def test_progress_bar_counts_every_step_and_changes_nothing():
