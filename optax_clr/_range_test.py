@@ -152,6 +152,32 @@ def _init(params, model_state, start_lr, end_lr, *, static):
   )
 
 
+class _Track(NamedTuple):
+  """The divergence rule's state: the smoothed loss so far."""
+
+  average: jax.Array  # the EMA before bias correction
+  first: jax.Array  # the smoothed loss of step 0
+  best: jax.Array  # the lowest smoothed loss so far
+  diverged: jax.Array
+  diverged_step: jax.Array
+
+
+def _track(track, loss, step, smoothing, threshold):
+  """One step of the smoothing and divergence rule; ``(track, smoothed, bad)``."""
+  dtype = track.average.dtype
+  average = smoothing * track.average + (1 - smoothing) * loss
+  smoothed = average / (1 - smoothing ** (step + 1).astype(dtype))
+  first = jnp.where(step == 0, smoothed, track.first)
+  best = jnp.minimum(track.best, smoothed)
+  bad = ~jnp.isfinite(loss)
+  if threshold is not None:
+    scale = jnp.maximum(jnp.maximum(jnp.abs(first), first - best), SCALE_FLOOR)
+    bad = bad | (smoothed - best > threshold * scale)
+  diverged = track.diverged | bad
+  diverged_step = jnp.where(bad & ~track.diverged, step, track.diverged_step)
+  return _Track(average, first, best, diverged, diverged_step), smoothed, bad
+
+
 def _step(carry, batch, key, start_lr, end_lr, smoothing, threshold,
           data=None, *, static):
   """One step of the sweep: loss, divergence check, update.
@@ -179,18 +205,12 @@ def _step(carry, batch, key, start_lr, end_lr, smoothing, threshold,
         data=data,
     )
   loss = jnp.asarray(loss, dtype)  # jax.grad has checked that it is a scalar.
-  average = smoothing * carry.average + (1 - smoothing) * loss
-  smoothed = average / (1 - smoothing ** (step + 1).astype(dtype))
-  first = jnp.where(step == 0, smoothed, carry.first)
-  best = jnp.minimum(carry.best, smoothed)
-  bad = ~jnp.isfinite(loss)
-  if threshold is not None:
-    scale = jnp.maximum(jnp.maximum(jnp.abs(first), first - best), SCALE_FLOOR)
-    bad = bad | (smoothed - best > threshold * scale)
-  diverged = carry.diverged | bad
-  diverged_step = jnp.where(
-      bad & ~carry.diverged, step, carry.diverged_step
-  )
+  track, smoothed, bad = _track(_Track(carry.average, carry.first, carry.best,
+                                       carry.diverged, carry.diverged_step),
+                                loss, step, smoothing, threshold)
+  average, first, best = track.average, track.first, track.best
+  diverged, diverged_step = track.diverged, track.diverged_step
+  del bad
   updates, opt_state = tx.update(grads, carry.opt_state, carry.params)
   live = (~diverged).astype(dtype)
   params = optax.apply_updates(carry.params, optax.tree.scale(live, updates))
@@ -217,31 +237,66 @@ def _step(carry, batch, key, start_lr, end_lr, smoothing, threshold,
 
 def _scan(params, model_state, batches, key, start_lr, end_lr, smoothing,
           threshold, data=None, progress=None, *, static):
+  """The whole range test as one program.
+
+  The loop only trains and records raw losses; the smoothing, the divergence
+  rule and the NaN fill run after it over the recorded losses (a scan of
+  scalars). Updates after divergence are not skipped, as :func:`_step` skips
+  them, but nothing they compute is kept: the records after
+  ``diverged_step`` are filled, equal to :func:`_step`'s. Keeping the
+  bookkeeping out of the training loop keeps that loop's program as small as
+  a plain training scan's (``benchmarks/bench_compile.py``).
+  """
+  loss_fn, has_aux, stateful = static[0], static[5], static[6]
   num_steps, accumulation_steps = static[3], static[7]
   if accumulation_steps > 1:
     batches = jax.tree.map(
         lambda x: x.reshape(num_steps, accumulation_steps, *x.shape[1:]),
         batches,
     )
-  carry = _init(params, model_state, start_lr, end_lr, static=static)
-  step = functools.partial(
-      _step,
-      key=key,
-      start_lr=start_lr,
-      end_lr=end_lr,
-      smoothing=smoothing,
-      threshold=threshold,
-      data=data,
-      static=static,
+  init = _init(params, model_state, start_lr, end_lr, static=static)
+  dtype = init.average.dtype
+  _, tx = _ramp_and_optimizer(start_lr, end_lr, static)
+
+  def body(carry, batch):
+    params, model_state, opt_state, step = carry
+    if accumulation_steps == 1:
+      loss, aux, model_state, grads = _loss.value_and_grad(
+          loss_fn(), params, model_state, batch, _loss.step_key(key, step),
+          has_aux=has_aux, stateful=stateful, data=data,
+      )
+    else:
+      loss, aux, model_state, grads = _accumulate.value_and_grad(
+          loss_fn(), params, model_state, batch, key, step,
+          accumulation_steps, dtype=dtype, has_aux=has_aux,
+          stateful=stateful, data=data,
+      )
+    updates, opt_state = tx.update(grads, opt_state, params)
+    params = optax.apply_updates(params, updates)
+    if progress is not None:  # (token, every): a bar of steps done.
+      _progress.report(progress[0], step + 1, num_steps, progress[1])
+    return (params, model_state, opt_state, step + 1), (
+        jnp.asarray(loss, dtype), aux)
+
+  carry = (init.params, init.model_state, init.opt_state, init.step)
+  _, (losses, aux) = jax.lax.scan(body, carry, batches, length=num_steps)
+
+  def rule(track, loss_and_step):
+    loss, step = loss_and_step
+    track, smoothed, _ = _track(track, loss, step, smoothing, threshold)
+    return track, smoothed
+
+  start = _Track(init.average, init.first, init.best, init.diverged,
+                 init.diverged_step)
+  steps = jnp.arange(num_steps, dtype=jnp.int32)
+  track, smoothed = jax.lax.scan(rule, start, (losses, steps))
+  after = steps > track.diverged_step
+  records = jax.tree.map(
+      lambda x: jnp.where(
+          after.reshape(-1, *([1] * (x.ndim - 1))), _fill(x), x),
+      (losses, smoothed, aux),
   )
-  body = step
-  if progress is not None:  # (token, every): a bar of steps done.
-    def body(carry, batch):
-      carry, record = step(carry, batch)
-      _progress.report(progress[0], carry.step, num_steps, progress[1])
-      return carry, record
-  carry, records = jax.lax.scan(body, carry, batches, length=num_steps)
-  return records, carry.diverged_step, _lrs(start_lr, end_lr, static=static)
+  return records, track.diverged_step, _lrs(start_lr, end_lr, static=static)
 
 
 def _lrs(start_lr, end_lr, *, static):
@@ -374,8 +429,8 @@ def range_test(
   ``optimizer`` are as before, there is nothing to reset.
 
   A model with state that training updates (BatchNorm's batch statistics)
-  passes it as ``model_state``: it is threaded through the sweep and frozen
-  with the parameters after divergence. A model with randomness (dropout)
+  passes it as ``model_state``: it is threaded through the sweep (the
+  records after divergence are filled, whatever it becomes). A model with randomness (dropout)
   passes ``key``: step :math:`t` receives ``jax.random.fold_in(key, t)``, so
   a sweep is reproducible and every step draws afresh. For a Flax NNX module,
   :func:`optax_clr.nnx.range_test` does both.
