@@ -29,8 +29,8 @@ ENVIRONMENT_KEYS = ('device_kind', 'platform', 'jax', 'jaxlib', 'optax',
 STAT_KEYS = ('median_s', 'min_s', 'max_s', 'repeats', 'samples_s')
 ROOT = pathlib.Path(__file__).resolve().parent.parent
 # benchmarks/README.md's "Compared implementations agree" figures,
-# max |ours - theirs|, as written there (the range tests agree "exactly").
-CLAIMS = {'cycles': '7e-9', 'sweep': '5e-7', 'torch': '7e-7'}
+# max |ours - theirs|, as written there.
+CLAIMS = {'cycles': '7e-9', 'sweep': '5e-7', 'torch': '7e-7', 'range': '1e-6'}
 VERDICT = re.compile(r'\b(met|missed)\b', re.IGNORECASE)
 
 
@@ -192,7 +192,9 @@ def test_sweep_vmapped_equals_sequential(quick):
 
 def test_range_compiled_equals_loop_and_seeds(quick):
   checks = _ran(quick[1], 'range')['checks']
-  assert checks['compiled_vs_loop_losses_max_abs_diff'] == 0.0
+  # The two programs fuse differently: float32 rounding, not more.
+  assert checks['compiled_vs_loop_losses_max_abs_diff'] <= _bound(
+      CLAIMS['range'])
   assert checks['seeds_vmapped_vs_sequential_losses_max_abs_diff'] < 1e-5
   assert checks['compiled_diverged_step'] == checks['loop_diverged_step']
 
@@ -246,7 +248,7 @@ def test_readme_states_the_tested_agreement():
       .split())
   assert f'`join_schedules` CLR to {CLAIMS["cycles"]},' in sentence
   assert f'sweeps to {CLAIMS["sweep"]},' in sentence
-  assert 'range tests exactly' in sentence
+  assert f'range tests to {CLAIMS["range"]},' in sentence
   assert f'torch and ours to {CLAIMS["torch"]} ' in sentence
 
 
@@ -276,7 +278,7 @@ def test_committed_results_bear_out_the_claims():
   assert max(benchmarks['sweep']['checks'].values()) <= _bound(
       CLAIMS['sweep'])
   assert benchmarks['range']['checks'][
-      'compiled_vs_loop_losses_max_abs_diff'] == 0.0
+      'compiled_vs_loop_losses_max_abs_diff'] <= _bound(CLAIMS['range'])
   if 'checks' in benchmarks['torch']:
     assert benchmarks['torch']['checks']['sweep_losses_max_abs_diff'] <= (
         _bound(CLAIMS['torch']))
