@@ -163,7 +163,7 @@ class _Track(NamedTuple):
 
 
 def _track(track, loss, step, smoothing, threshold):
-  """One step of the smoothing and divergence rule; ``(track, smoothed, bad)``."""
+  """One step of the smoothing and divergence rule; ``(track, smoothed)``."""
   dtype = track.average.dtype
   average = smoothing * track.average + (1 - smoothing) * loss
   smoothed = average / (1 - smoothing ** (step + 1).astype(dtype))
@@ -175,7 +175,26 @@ def _track(track, loss, step, smoothing, threshold):
     bad = bad | (smoothed - best > threshold * scale)
   diverged = track.diverged | bad
   diverged_step = jnp.where(bad & ~track.diverged, step, track.diverged_step)
-  return _Track(average, first, best, diverged, diverged_step), smoothed, bad
+  return _Track(average, first, best, diverged, diverged_step), smoothed
+
+
+def _loss_and_grads(params, model_state, batch, key, step, data, dtype, *,
+                    static):
+  """The step's loss, aux, new model state and gradients (microbatched)."""
+  loss_fn, has_aux, stateful = static[0], static[5], static[6]
+  accumulation_steps = static[7]
+  if accumulation_steps == 1:
+    loss, aux, model_state, grads = _loss.value_and_grad(
+        loss_fn(), params, model_state, batch, _loss.step_key(key, step),
+        has_aux=has_aux, stateful=stateful, data=data,
+    )
+  else:  # batch holds the step's microbatches along a leading axis.
+    loss, aux, model_state, grads = _accumulate.value_and_grad(
+        loss_fn(), params, model_state, batch, key, step, accumulation_steps,
+        dtype=dtype, has_aux=has_aux, stateful=stateful, data=data,
+    )
+  # jax.grad has checked that the loss is a scalar.
+  return jnp.asarray(loss, dtype), aux, model_state, grads
 
 
 def _step(carry, batch, key, start_lr, end_lr, smoothing, threshold,
@@ -187,30 +206,17 @@ def _step(carry, batch, key, start_lr, end_lr, smoothing, threshold,
   range test compile about 10 % slower (measured against a plain jitted scan,
   as ``benchmarks/bench_compile.py`` does).
   """
-  loss_fn, has_aux, stateful = static[0], static[5], static[6]
-  accumulation_steps = static[7]
   _, tx = _ramp_and_optimizer(start_lr, end_lr, static)
   step = carry.step
   dtype = carry.average.dtype
-  if accumulation_steps == 1:
-    loss, aux, model_state, grads = _loss.value_and_grad(
-        loss_fn(), carry.params, carry.model_state, batch,
-        _loss.step_key(key, step), has_aux=has_aux, stateful=stateful,
-        data=data,
-    )
-  else:  # batch holds the step's microbatches along a leading axis.
-    loss, aux, model_state, grads = _accumulate.value_and_grad(
-        loss_fn(), carry.params, carry.model_state, batch, key, step,
-        accumulation_steps, dtype=dtype, has_aux=has_aux, stateful=stateful,
-        data=data,
-    )
-  loss = jnp.asarray(loss, dtype)  # jax.grad has checked that it is a scalar.
-  track, smoothed, bad = _track(_Track(carry.average, carry.first, carry.best,
-                                       carry.diverged, carry.diverged_step),
-                                loss, step, smoothing, threshold)
+  loss, aux, model_state, grads = _loss_and_grads(
+      carry.params, carry.model_state, batch, key, step, data, dtype,
+      static=static)
+  track, smoothed = _track(_Track(carry.average, carry.first, carry.best,
+                                  carry.diverged, carry.diverged_step),
+                           loss, step, smoothing, threshold)
   average, first, best = track.average, track.first, track.best
   diverged, diverged_step = track.diverged, track.diverged_step
-  del bad
   updates, opt_state = tx.update(grads, carry.opt_state, carry.params)
   live = (~diverged).astype(dtype)
   params = optax.apply_updates(carry.params, optax.tree.scale(live, updates))
@@ -247,7 +253,6 @@ def _scan(params, model_state, batches, key, start_lr, end_lr, smoothing,
   bookkeeping out of the training loop keeps that loop's program as small as
   a plain training scan's (``benchmarks/bench_compile.py``).
   """
-  loss_fn, has_aux, stateful = static[0], static[5], static[6]
   num_steps, accumulation_steps = static[3], static[7]
   if accumulation_steps > 1:
     batches = jax.tree.map(
@@ -260,31 +265,20 @@ def _scan(params, model_state, batches, key, start_lr, end_lr, smoothing,
 
   def body(carry, batch):
     params, model_state, opt_state, step = carry
-    if accumulation_steps == 1:
-      loss, aux, model_state, grads = _loss.value_and_grad(
-          loss_fn(), params, model_state, batch, _loss.step_key(key, step),
-          has_aux=has_aux, stateful=stateful, data=data,
-      )
-    else:
-      loss, aux, model_state, grads = _accumulate.value_and_grad(
-          loss_fn(), params, model_state, batch, key, step,
-          accumulation_steps, dtype=dtype, has_aux=has_aux,
-          stateful=stateful, data=data,
-      )
+    loss, aux, model_state, grads = _loss_and_grads(
+        params, model_state, batch, key, step, data, dtype, static=static)
     updates, opt_state = tx.update(grads, opt_state, params)
     params = optax.apply_updates(params, updates)
     if progress is not None:  # (token, every): a bar of steps done.
       _progress.report(progress[0], step + 1, num_steps, progress[1])
-    return (params, model_state, opt_state, step + 1), (
-        jnp.asarray(loss, dtype), aux)
+    return (params, model_state, opt_state, step + 1), (loss, aux)
 
   carry = (init.params, init.model_state, init.opt_state, init.step)
   _, (losses, aux) = jax.lax.scan(body, carry, batches, length=num_steps)
 
   def rule(track, loss_and_step):
     loss, step = loss_and_step
-    track, smoothed, _ = _track(track, loss, step, smoothing, threshold)
-    return track, smoothed
+    return _track(track, loss, step, smoothing, threshold)
 
   start = _Track(init.average, init.first, init.best, init.diverged,
                  init.diverged_step)
