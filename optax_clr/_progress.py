@@ -4,9 +4,14 @@ A compiled ``lax.scan`` of training steps runs without coming back to Python,
 so a bar of steps done is fed by a host callback: every :math:`N` steps (and
 at the last one) the program calls :func:`report`, which hands the count of
 steps done to the bar through ``jax.debug.callback``, asynchronously: no
-step waits for the host. The program takes the bar's token and :math:`N` as
-traced arguments, so a new bar, or another :math:`N`, reuses the compiled
-program; a program built without progress contains no callback at all.
+step waits for the host. A range test checks after every step and takes the
+bar's token and :math:`N` as traced arguments, so a new bar, or another
+:math:`N`, reuses its compiled program. A sweep, whose devices run several
+models one after another, scans blocks of :math:`N` steps and checks after
+each block (one check per step and model would cost a tenth of a small
+model's step on CPU), so its :math:`N` is part of the program: an explicit
+``every`` of another value compiles another one. A program built without
+progress contains no callback at all.
 
 Under automatic sharding the callback runs once per update, on the first
 device of the mesh (``jax.debug.callback`` gives it a maximal sharding), and
@@ -157,8 +162,12 @@ def bar(setting: Progress | None, total: int, desc: str) -> Iterator[int]:
 
 
 def report(token: jax.Array, done: jax.Array, total: int,
-           every: jax.Array) -> None:
+           every: jax.Array, steps: int = 1) -> None:
   """Inside a program: sends ``done`` to bar ``token`` every ``every`` steps.
+
+  The bar hears when the last ``steps`` steps (a block of a scan of blocks,
+  or 1 for a check after every step) crossed a multiple of ``every``, and at
+  the last step.
 
   Args:
     token: the bar's token (a traced int32 scalar).
@@ -166,11 +175,28 @@ def report(token: jax.Array, done: jax.Array, total: int,
       ``vmap`` (a scan's step index is not), so that the callback runs once.
     total: the bar's total (static): its last step is always reported.
     every: steps between updates (a traced int32 scalar).
+    steps: the steps since the previous call (static).
   """
-  due = (token > 0) & ((done % every == 0) | (done == total))
+  crossed = done // every != (done - steps) // every
+  due = (token > 0) & (crossed | (done == total))
   jax.lax.cond(
       due,
       lambda: jax.debug.callback(update, token, done),
+      lambda: None,
+  )
+
+
+def report_after(token: jax.Array, done: jax.Array, after: jax.Array) -> None:
+  """Inside a program: sends ``done`` to bar ``token`` once ``after`` exists.
+
+  ``after`` (any array the count must wait for, a run's last losses, say)
+  goes to the host with the count: a callback that reads only its inputs
+  could run before the work it reports.
+  """
+  jax.lax.cond(
+      token > 0,
+      lambda: jax.debug.callback(
+          lambda token, done, _: update(token, done), token, done, after),
       lambda: None,
   )
 

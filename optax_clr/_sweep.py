@@ -125,7 +125,8 @@ class _Plan(NamedTuple):
   passes: int  # Chunks each device trains one after another.
   chunk: int  # Models side by side in one pass.
   gather: bool  # States replicated on every device, not sharded.
-  progress: bool  # Whether the program reports progress.
+  # Steps between progress updates (the program's blocks); None: no bar.
+  progress: int | None
 
   @property
   def padded(self) -> int:
@@ -144,8 +145,13 @@ def _learning_rate(opt_state: Any) -> jax.Array | None:
 
 
 def _train_one(params, model_state, key, hyperparams, batches, data,
-               opt_state, first_step, progress, *, refs, static):
-  """The training run of ONE model: a scan of steps, evaluations between."""
+               opt_state, first_step, progress, *, refs, static,
+               progress_block):
+  """The training run of ONE model: a scan of steps, evaluations between.
+
+  With a bar, the steps run in blocks of ``progress_block`` (static), and the
+  bar hears after each block (the last one may be shorter).
+  """
   loss_fn, optimizer = refs[0](), refs[1]()
   eval_fn = refs[2]() if len(refs) > 2 else None
   tx = optimizer(hyperparams)
@@ -162,10 +168,63 @@ def _train_one(params, model_state, key, hyperparams, batches, data,
     updates, opt_state = tx.update(out.grads, opt_state, params)
     params = optax.apply_updates(params, updates)
     records = (out.loss, out.aux, _learning_rate(opt_state))
-    if progress is not None:  # t is a scan index: vmap leaves it unbatched.
-      token, every, done_before, total = progress
-      _progress.report(token, done_before + t - first_step + 1, total, every)
     return (params, out.model_state, opt_state), records
+
+  def steps_reporting(carry, inputs, last=False):
+    """Scans ``step``, telling the bar after each block of its interval.
+
+    The steps after the last whole block are told too, unless they end the
+    run (``last``): the end of a run is told outside it (``_build``).
+    """
+    if progress is None:
+      return jax.lax.scan(step, carry, inputs)
+    # A check after every step would cost a conditional per step and model
+    # (a tenth of a small model's step on CPU); one per block costs nothing.
+    token, every, done_before = progress
+    length = inputs[0].shape[0]
+    blocks, rest = divmod(length, progress_block)
+
+    def steps_from(carry, start, count):
+      """``count`` (static) steps from ``inputs[start]``; the last index."""
+      # Steps read their inputs by index, so that no block is sliced (and
+      # copied) out of the batches; the last step index is carried out and
+      # the bar is told that one: a count computed after the loop, not from
+      # its inputs alone, which XLA could run (callback included) first.
+      def body(carry, offset):
+        here = jax.tree.map(
+            lambda x: jax.lax.dynamic_index_in_dim(x, start + offset,
+                                                   keepdims=False), inputs)
+        carry, records = step(carry[0], here)
+        return (carry, here[0]), records
+      (carry, t), records = jax.lax.scan(
+          body, (carry, inputs[0][0]), jnp.arange(count, dtype=jnp.int32))
+      return carry, t, records
+
+    def tell(t, steps):  # t is a scan index: vmap leaves it unbatched.
+      # No count inside a run equals the bar's total (0 here): the end of a
+      # pass is told outside it, after the pass's results (``_build``).
+      _progress.report(token, done_before + t - first_step + 1, 0, every,
+                       steps=steps)
+
+    def block(carry, start):
+      carry, t, records = steps_from(carry, start, progress_block)
+      tell(t, progress_block)
+      return carry, records
+
+    parts = []
+    if blocks:
+      carry, records = jax.lax.scan(
+          block, carry,
+          progress_block * jnp.arange(blocks, dtype=jnp.int32))
+      parts.append(jax.tree.map(
+          lambda x: x.reshape(blocks * progress_block, *x.shape[2:]),
+          records))
+    if rest:
+      carry, t, records = steps_from(carry, length - rest, rest)
+      if not last:
+        tell(t, rest)
+      parts.append(records)
+    return carry, jax.tree.map(lambda *x: jnp.concatenate(x), *parts)
 
   carry = (params, model_state, opt_state)
   steps = first_step + jnp.arange(static.num_steps, dtype=jnp.int32)
@@ -174,8 +233,8 @@ def _train_one(params, model_state, key, hyperparams, batches, data,
   head = chunks * every
   split = lambda x, a, b: jax.tree.map(lambda leaf: leaf[a:b], x)
 
-  def chunk(carry, inputs):
-    carry, records = jax.lax.scan(step, carry, inputs)
+  def chunk(carry, inputs, last=False):
+    carry, records = steps_reporting(carry, inputs, last)
     metrics = None
     if eval_fn is not None:
       kwargs = {} if data is None else {'data': data}
@@ -186,13 +245,19 @@ def _train_one(params, model_state, key, hyperparams, batches, data,
       lambda x: x.reshape(chunks, every, *x.shape[1:]),
       (steps[:head], split(batches, 0, head)),
   )
-  carry, (records, evals) = jax.lax.scan(chunk, carry, inputs)
+  if chunks == 1:
+    # Called, not scanned: a loop of one trip that holds a callback stays a
+    # loop, and copies the batches it slices on every call.
+    carry, outputs = chunk(carry, jax.tree.map(lambda x: x[0], inputs),
+                           last=head == static.num_steps)
+    records, evals = jax.tree.map(lambda x: x[None], outputs)
+  else:
+    carry, (records, evals) = jax.lax.scan(chunk, carry, inputs)
   records = jax.tree.map(lambda x: x.reshape(head, *x.shape[2:]), records)
   if head < static.num_steps:  # Steps after the last evaluation.
-    carry, tail = jax.lax.scan(
-        step, carry,
-        (steps[head:], split(batches, head, static.num_steps)),
-    )
+    carry, tail = steps_reporting(
+        carry, (steps[head:], split(batches, head, static.num_steps)),
+        last=True)
     records = jax.tree.map(
         lambda a, b: jnp.concatenate([a, b]), records, tail
     )
@@ -208,17 +273,22 @@ _STATES = (False, True, True, False, False, False, True)
 
 def _build(refs, static, plan):
   """The jitted sweep: K padded models, sharded, in passes of chunks."""
-  train = functools.partial(_train_one, refs=refs, static=static)
+  train = functools.partial(_train_one, refs=refs, static=static,
+                            progress_block=plan.progress)
   in_axes = static.in_axes + (None,)
   devices = _mesh.size(plan.mesh, MODEL_AXIS)
-  total = plan.passes * static.num_steps
 
   def side_by_side(args, pass_index, progress):
+    inside = None
     if progress is not None:
       token, every = progress
-      progress = (token, every, pass_index * static.num_steps, total)
+      inside = (token, every, pass_index * static.num_steps)
     vmapped = cast(Callable[..., Any], jax.vmap(train, in_axes=in_axes))
-    return vmapped(*args, progress)
+    outputs = vmapped(*args, inside)
+    if progress is not None:  # After the pass's last losses, not before.
+      _progress.report_after(progress[0], (pass_index + 1) * static.num_steps,
+                             outputs[0][:, -1])
+    return outputs
 
   def program(*args, progress=None):
     if plan.passes == 1:
@@ -575,7 +645,9 @@ def sweep(
       dict of ``tqdm.tqdm`` options: a bar of steps done (passes of chunks
       times ``num_steps``), updated from inside the compiled program through
       a host callback, never a per-step sync; drawn by process 0. Needs
-      tqdm (the ``progress`` extra).
+      tqdm (the ``progress`` extra). The steps run in blocks of ``N``
+      (checked once a block, not once a step), so ``N`` is part of the
+      compiled program: another explicit ``N`` compiles again.
 
   Returns:
     result
@@ -643,7 +715,7 @@ def sweep(
       replicated = jax.sharding.NamedSharding(mesh, _mesh.P())
       operands = tuple(
           _mesh.put(np.asarray(x, np.int32), replicated)
-          for x in (token, bar.interval(total)))
+          for x in (token, plan.progress))
     outputs = program(*args, progress=operands)
     if bar is not None:
       jax.block_until_ready(outputs)
@@ -757,7 +829,7 @@ def _prepare(
   per_device, passes, chunk = _mesh.padded_count(
       num_models, _mesh.size(mesh, MODEL_AXIS), chunk_size)
   plan = _Plan(mesh, num_models, per_device, passes, chunk, gather,
-               bar is not None)
+               None if bar is None else bar.interval(passes * num_steps))
   program = programs.program(plan)
   args = _place(
       (params, model_state, key, hyperparams, batches, data, opt_state,
