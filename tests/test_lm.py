@@ -159,7 +159,10 @@ def test_rows_of_the_comparison():
   grid = [r for r in rows if r.role == 'grid']
   assert len(grid) == 13 * 3 * 3
   assert len({r.spec.name for r in grid}) == 13
-  assert [r.spec.total_steps for r in rows if r.role == 'short'] == [150] * 18
+  short = [r for r in rows if r.role == 'short']
+  assert [r.spec.total_steps for r in short] == [150] * 2 * 5 * 3
+  assert sorted({r.peak for r in short}) == [0.0015, 0.003, 0.006, 0.012,
+                                             0.024]
   assert {r.peak for r in rows if r.role == 'suggested'} == {0.005}
 
 

@@ -89,7 +89,8 @@ def add_checks(results: dict[str, Any]) -> None:
 def _setup(setup) -> dict[str, Any]:
   c = setup.config
   return {'config': {k: getattr(c, k) for k in c.__dataclass_fields__},
-          'peaks': list(setup.peaks), 'seeds': list(setup.seeds),
+          'peaks': list(setup.peaks), 'short_peaks': list(setup.short_peaks),
+          'seeds': list(setup.seeds),
           'range_test': {'sweeps': setup.range_sweeps,
                          'steps': setup.range_steps,
                          'start_lr': setup.range_start,
@@ -128,7 +129,8 @@ def markdown(results: dict[str, Any]) -> str:
   lines = _table('schedule', results['schedules'], peaks)
   lines += ['', '"(edge)": the best peak is the lowest or highest of the'
             ' grid, so the schedule\'s best rate may lie outside it.', '']
-  lines += _table(f'planned for {half} steps', results['short'], peaks)
+  lines += _table(f'planned for {half} steps', results['short'],
+                  results['setup'].get('short_peaks', peaks))
   lines += ['', f'`suggest_lr` (median of the range tests):'
             f' {results["suggested_lr"]:.4g}', '',
             '| schedule at the suggested rate | val bits/byte | regret |',
