@@ -105,7 +105,7 @@ def run(settings: _harness.Settings) -> dict:
       'timings': {'first call': timings},
       'ratios': [
           _harness.ratio(timings, ours, plain, metric='first call',
-                         target=('<=', 1.3)),
+                         target=('<=', 1.2)),
       ] + ([_harness.ratio(timings, cached, plain, metric='first call')]
            if cached in timings else []),
       'checks': {},

@@ -242,15 +242,16 @@ def _step(carry, batch, key, start_lr, end_lr, smoothing, threshold,
 
 
 def _scan(params, model_state, batches, key, start_lr, end_lr, smoothing,
-          threshold, data=None, progress=None, *, static):
+          threshold, data=None, progress=None, *, static, rule=True):
   """The whole range test as one program.
 
   The loop only trains and records raw losses; the smoothing, the divergence
   rule and the NaN fill run after it over the recorded losses (a scan of
-  scalars). Updates after divergence are not skipped, as :func:`_step` skips
-  them, but nothing they compute is kept: the records after
-  ``diverged_step`` are filled, equal to :func:`_step`'s. Keeping the
-  bookkeeping out of the training loop keeps that loop's program as small as
+  scalars), or, with ``rule=False``, on the host (:func:`_rule_on_host`):
+  the program then returns ``((losses, aux), lrs)``. Updates after
+  divergence are not skipped, as :func:`_step` skips them, but nothing they
+  compute is kept: the records after ``diverged_step`` are filled, equal to
+  :func:`_step`'s. Keeping the bookkeeping out of the training loop keeps that loop's program as small as
   a plain training scan's (``benchmarks/bench_compile.py``).
   """
   num_steps, accumulation_steps = static[3], static[7]
@@ -275,22 +276,62 @@ def _scan(params, model_state, batches, key, start_lr, end_lr, smoothing,
 
   carry = (init.params, init.model_state, init.opt_state, init.step)
   _, (losses, aux) = jax.lax.scan(body, carry, batches, length=num_steps)
+  lrs = _lrs(start_lr, end_lr, static=static)
+  if not rule:
+    return (losses, aux), lrs
 
-  def rule(track, loss_and_step):
+  def rule_step(track, loss_and_step):
     loss, step = loss_and_step
     return _track(track, loss, step, smoothing, threshold)
 
   start = _Track(init.average, init.first, init.best, init.diverged,
                  init.diverged_step)
   steps = jnp.arange(num_steps, dtype=jnp.int32)
-  track, smoothed = jax.lax.scan(rule, start, (losses, steps))
+  track, smoothed = jax.lax.scan(rule_step, start, (losses, steps))
   after = steps > track.diverged_step
   records = jax.tree.map(
       lambda x: jnp.where(
           after.reshape(-1, *([1] * (x.ndim - 1))), _fill(x), x),
       (losses, smoothed, aux),
   )
-  return records, track.diverged_step, _lrs(start_lr, end_lr, static=static)
+  return records, track.diverged_step, lrs
+
+
+def _rule_on_host(losses, aux, smoothing, threshold):
+  """:func:`_scan`'s smoothing, divergence rule and fill, in NumPy.
+
+  For a range test whose inputs are concrete: the rule is a scan of
+  scalars, which costs XLA more to compile (a fifth of the first call of a
+  small model's range test) than it costs NumPy to run. The arithmetic is
+  :func:`_track`'s, in the losses' dtype.
+  """
+  losses = np.asarray(losses)
+  dtype = losses.dtype.type
+  beta, one = dtype(smoothing), dtype(1)
+  smoothed = np.empty_like(losses)
+  average = dtype(0)
+  for t, loss in enumerate(losses):
+    average = beta * average + (one - beta) * loss
+    smoothed[t] = average / (one - beta ** dtype(t + 1))
+  best = np.minimum.accumulate(smoothed)
+  bad = ~np.isfinite(losses)
+  if threshold is not None:
+    first = smoothed[0]
+    scale = np.maximum(np.maximum(np.abs(first), first - best),
+                       dtype(SCALE_FLOOR))
+    bad |= smoothed - best > dtype(threshold) * scale
+  num_steps = len(losses)
+  diverged_step = int(np.argmax(bad)) if bad.any() else num_steps
+  after = np.arange(num_steps) > diverged_step
+
+  def fill(x):
+    x = np.asarray(x)
+    filler = np.nan if np.issubdtype(x.dtype, np.inexact) else 0
+    return jnp.asarray(np.where(
+        after.reshape(-1, *([1] * (x.ndim - 1))), filler, x).astype(x.dtype))
+
+  records = jax.tree.map(fill, (losses, smoothed, aux))
+  return records, jnp.asarray(diverged_step, jnp.int32)
 
 
 def _lrs(start_lr, end_lr, *, static):
@@ -304,7 +345,8 @@ def _build(refs, static):
   static = (*refs, *static)
   return tuple(
       jax.jit(functools.partial(f, static=static))
-      for f in (_scan, _init, _step, _lrs)
+      for f in (_scan, functools.partial(_scan, rule=False), _init, _step,
+                _lrs)
   )
 
 
@@ -557,7 +599,7 @@ def range_test(
     )
   stateful = model_state is not None
   settings = (start_lr, end_lr, smoothing, divergence_threshold)
-  scan, init, step, ramp = _PROGRAMS.get(
+  scan, scan_raw, init, step, ramp = _PROGRAMS.get(
       (loss_fn, optimizer),
       (hyperparam, num_steps, mode, has_aux, stateful, accumulation_steps),
       lambda refs: _build(
@@ -583,11 +625,15 @@ def range_test(
       operands = None
       if bar is not None:
         operands = _progress.operands(token, bar.interval(num_steps))
-      (losses, smoothed, aux), diverged_step, lrs = scan(
-          params, model_state, batches, key, *settings, data, operands
-      )
-      if bar is not None and not isinstance(losses, jax.core.Tracer):
-        jax.block_until_ready(losses)
+      inputs = (params, model_state, batches, key, *settings, data)
+      if any(isinstance(x, jax.core.Tracer) for x in jax.tree.leaves(inputs)):
+        (losses, smoothed, aux), diverged_step, lrs = scan(*inputs, operands)
+      else:  # Concrete: the rule over the recorded losses runs on the host.
+        records, lrs = scan_raw(*inputs, operands)
+        if mesh is not None:
+          records, lrs = _mesh.local((records, lrs))
+        (losses, smoothed, aux), diverged_step = _rule_on_host(
+            *records, smoothing, divergence_threshold)
     if mesh is not None:
       losses, smoothed, aux, diverged_step, lrs = _mesh.local(
           (losses, smoothed, aux, diverged_step, lrs))
