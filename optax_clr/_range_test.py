@@ -629,11 +629,11 @@ def range_test(
       if any(isinstance(x, jax.core.Tracer) for x in jax.tree.leaves(inputs)):
         (losses, smoothed, aux), diverged_step, lrs = scan(*inputs, operands)
       else:  # Concrete: the rule over the recorded losses runs on the host.
-        records, lrs = scan_raw(*inputs, operands)
+        (raw, raw_aux), lrs = scan_raw(*inputs, operands)
         if mesh is not None:
-          records, lrs = _mesh.local((records, lrs))
+          raw, raw_aux, lrs = _mesh.local((raw, raw_aux, lrs))
         (losses, smoothed, aux), diverged_step = _rule_on_host(
-            *records, smoothing, divergence_threshold)
+            raw, raw_aux, smoothing, divergence_threshold)
     if mesh is not None:
       losses, smoothed, aux, diverged_step, lrs = _mesh.local(
           (losses, smoothed, aux, diverged_step, lrs))
