@@ -9,6 +9,7 @@ a ``data`` axis too); inside a device, the models run side by side
 """
 
 from collections.abc import Callable, Mapping
+import contextlib
 import functools
 import itertools
 import math
@@ -144,13 +145,50 @@ def _learning_rate(opt_state: Any) -> jax.Array | None:
     return None
 
 
+def _told_ends(num_steps: int, eval_every: int | None,
+               block: int) -> tuple[int, ...]:
+  """The steps into a pass after which the bar hears, in order.
+
+  ``_train_one``'s schedule of updates, for the host (``_progress.Channel``):
+  each evaluation interval (the whole run without one) runs in blocks of
+  ``block`` steps; the bar hears after every whole block, and after a
+  shorter last block when it crosses a multiple of ``block``, unless that
+  block ends the pass (the end of a pass is told after it, in ``_build``).
+
+  Examples:
+    >>> _told_ends(10, None, 3)
+    (3, 6, 9)
+    >>> _told_ends(10, 2, 3)  # Evaluations every 2 steps: 4 and 6 cross.
+    (4, 6)
+  """
+  every = eval_every or num_steps
+  chunks = num_steps // every
+  head = chunks * every
+  ends = []
+
+  def interval(start, length, last):
+    blocks, rest = divmod(length, block)
+    ends.extend(start + block * (b + 1) for b in range(blocks))
+    end = start + length
+    if rest and not last and end // block != (end - rest) // block:
+      ends.append(end)
+
+  for chunk in range(chunks):
+    interval(chunk * every, every,
+             last=head == num_steps and chunk == chunks - 1)
+  if head < num_steps:
+    interval(head, num_steps - head, last=True)
+  return tuple(ends)
+
+
 def _train_one(params, model_state, key, hyperparams, batches, data,
                opt_state, first_step, progress, *, refs, static,
-               progress_block):
+               progress_block, channel):
   """The training run of ONE model: a scan of steps, evaluations between.
 
-  With a bar, the steps run in blocks of ``progress_block`` (static), and the
-  bar hears after each block (the last one may be shorter).
+  With a bar (``progress``, its token), the steps run in blocks of
+  ``progress_block`` (static), and ``channel`` hears after each block as
+  ``_told_ends`` says.
   """
   loss_fn, optimizer = refs[0](), refs[1]()
   eval_fn = refs[2]() if len(refs) > 2 else None
@@ -180,7 +218,6 @@ def _train_one(params, model_state, key, hyperparams, batches, data,
       return jax.lax.scan(step, carry, inputs)
     # A check after every step would cost a conditional per step and model
     # (a tenth of a small model's step on CPU); one per block costs nothing.
-    token, every, done_before = progress
     length = inputs[0].shape[0]
     blocks, rest = divmod(length, progress_block)
 
@@ -201,10 +238,11 @@ def _train_one(params, model_state, key, hyperparams, batches, data,
       return carry, t, records
 
     def tell(t, steps):  # t is a scan index: vmap leaves it unbatched.
-      # No count inside a run equals the bar's total (0 here): the end of a
-      # pass is told outside it, after the pass's results (``_build``).
-      _progress.report(token, done_before + t - first_step + 1, 0, every,
-                       steps=steps)
+      # Steps into the pass; computed from t, so the callback waits for the
+      # block. A whole block always crosses a multiple of the interval.
+      done = t - first_step + 1
+      ready = (done // progress_block != (done - steps) // progress_block)
+      _progress.signal(progress, ready, channel.block_done)
 
     def block(carry, start):
       carry, t, records = steps_from(carry, start, progress_block)
@@ -273,26 +311,28 @@ _STATES = (False, True, True, False, False, False, True)
 
 def _build(refs, static, plan):
   """The jitted sweep: K padded models, sharded, in passes of chunks."""
+  channel = None
+  if plan.progress is not None:
+    channel = _progress.Channel(
+        _told_ends(static.num_steps, static.eval_every, plan.progress),
+        static.num_steps)
   train = functools.partial(_train_one, refs=refs, static=static,
-                            progress_block=plan.progress)
+                            progress_block=plan.progress, channel=channel)
   in_axes = static.in_axes + (None,)
   devices = _mesh.size(plan.mesh, MODEL_AXIS)
 
-  def side_by_side(args, pass_index, progress):
-    inside = None
-    if progress is not None:
-      token, every = progress
-      inside = (token, every, pass_index * static.num_steps)
+  def side_by_side(args, token):
     vmapped = cast(Callable[..., Any], jax.vmap(train, in_axes=in_axes))
-    outputs = vmapped(*args, inside)
-    if progress is not None:  # After the pass's last losses, not before.
-      _progress.report_after(progress[0], (pass_index + 1) * static.num_steps,
-                             outputs[0][:, -1])
+    outputs = vmapped(*args, token)
+    if channel is not None and token is not None:
+      # After the pass's last losses, not before.
+      _progress.signal(token, _progress.computed(outputs[0][:, -1]),
+                       channel.pass_done)
     return outputs
 
-  def program(*args, progress=None):
+  def program(*args, token=None):
     if plan.passes == 1:
-      outputs = side_by_side(args, 0, progress)
+      outputs = side_by_side(args, token)
     else:
       # Device d holds models [d * per_device, (d + 1) * per_device): pass p
       # trains chunk p of every device's models, all devices at once.
@@ -308,15 +348,13 @@ def _build(refs, static, plan):
       mapped = [i for i, axis in enumerate(static.in_axes) if axis == 0]
       stacked = [jax.tree.map(to_passes, args[i]) for i in mapped]
 
-      def one_pass(inputs):
-        pass_index, pieces = inputs
+      def one_pass(pieces):
         full = list(args)
         for i, piece in zip(mapped, pieces):
           full[i] = piece
-        return side_by_side(full, pass_index, progress)
+        return side_by_side(full, token)
 
-      outputs = jax.lax.map(
-          one_pass, (jnp.arange(plan.passes, dtype=jnp.int32), stacked))
+      outputs = jax.lax.map(one_pass, stacked)
       outputs = jax.tree.map(from_passes, outputs)
     trim = lambda tree: jax.tree.map(lambda x: x[:plan.num_models], tree)
     return tuple(
@@ -330,7 +368,14 @@ def _build(refs, static, plan):
       by_model if state and not plan.gather else replicated
       for state in _STATES
   )
-  return jax.jit(program, out_shardings=out_shardings)
+  return _Program(jax.jit(program, out_shardings=out_shardings), channel)
+
+
+class _Program(NamedTuple):
+  """A compiled sweep and, with a bar, the channel its updates reach."""
+
+  run: Any
+  channel: _progress.Channel | None
 
 
 class _Programs:
@@ -340,7 +385,7 @@ class _Programs:
     self.refs, self.static = refs, static
     self._programs: dict[_Plan, Any] = {}
 
-  def program(self, plan: _Plan) -> Any:
+  def program(self, plan: _Plan) -> _Program:
     if plan not in self._programs:
       self._programs[plan] = _build(self.refs, self.static, plan)
     return self._programs[plan]
@@ -709,16 +754,17 @@ def sweep(
       prepared)
   mesh, num_models = plan.mesh, plan.num_models
   total = plan.passes * num_steps
-  with _progress.bar(bar, total, 'sweep') as token:
-    operands = None
-    if bar is not None:
+  with contextlib.ExitStack() as stack:
+    token = stack.enter_context(_progress.bar(bar, total, 'sweep'))
+    if program.channel is None:  # No bar.
+      outputs = program.run(*args)
+    else:
+      inside = stack.enter_context(program.channel.attach(token))
       replicated = jax.sharding.NamedSharding(mesh, _mesh.P())
-      operands = tuple(
-          _mesh.put(np.asarray(x, np.int32), replicated)
-          for x in (token, plan.progress))
-    outputs = program(*args, progress=operands)
-    if bar is not None:
+      outputs = program.run(*args, token=_mesh.put(
+          np.asarray(inside, np.int32), replicated))
       jax.block_until_ready(outputs)
+      _progress.update(token, total)  # A call that ran without updates.
   losses, params, model_state, aux, evals, learning_rates, opt_state = (
       outputs)
   trim = lambda tree: _mesh.trim(tree, num_models, mesh)
@@ -740,7 +786,7 @@ def sweep(
 class _Prepared(NamedTuple):
   """A checked sweep, ready to run: its program and placed arguments."""
 
-  program: Any
+  program: _Program
   args: list[Any]
   plan: _Plan
   bar: _progress.Progress | None

@@ -22,6 +22,7 @@ import optax
 import pytest
 
 import optax_clr
+from optax_clr import _progress
 from optax_clr import _sweep
 from tests import test_find_lr as find
 from tests import test_multiprocess
@@ -288,6 +289,40 @@ def test_progress_bar_counts_every_step_and_changes_nothing():
                        range_batches(), progress={'file': test_out},
                        **RANGE)
   assert f'/{RANGE["num_steps"]}' in test_out.getvalue()
+
+
+def test_progress_with_evaluations_between_blocks():
+  """Evaluations every 2 steps, updates every 3: by the documented rule."""
+  params = {'w': jnp.zeros(api.DIM)}
+  eval_fn = lambda p, _: {'norm': jnp.sum(p['w'] ** 2)}
+  plain = optax_clr.sweep(api.loss_fn, params, api.triangular_sgd, api.HP,
+                          api.data(0), eval_fn=eval_fn, eval_every=2,
+                          chunk_size=4)
+  out = io.StringIO()
+  shown = optax_clr.sweep(api.loss_fn, params, api.triangular_sgd, api.HP,
+                          api.data(0), eval_fn=eval_fn, eval_every=2,
+                          chunk_size=4,
+                          progress={'file': out, 'every': 3,
+                                    'mininterval': 0, 'miniters': 1})
+  np.testing.assert_allclose(shown.evals['norm'], plain.evals['norm'],
+                             rtol=1e-6)
+  # Two passes of 10 steps in intervals of 2: no whole block of 3 fits, and
+  # an interval's end is told when it crosses a multiple of 3 (steps 4 and
+  # 6 of each pass, not 2 or 8); each pass's end (10) is told after it.
+  counts = {int(n) for n in re.findall(r'(\d+)/20', out.getvalue())}
+  assert counts == {0, 4, 6, 10, 14, 16, 20}, out.getvalue()
+
+
+def test_a_channel_serves_one_call_at_a_time():
+  """A second call while one holds the channel runs without updates."""
+  channel = _progress.Channel((3, 6), steps_per_pass=8)
+  with channel.attach(5) as first:
+    with channel.attach(7) as second:
+      assert (first, second) == (5, 0)
+  with channel.attach(7) as again:  # Released: the next call has it.
+    assert again == 7
+  with channel.attach(0) as none:  # No bar (another process): no claim.
+    assert none == 0
 
 
 def test_progress_without_tqdm_names_the_extra(monkeypatch):
