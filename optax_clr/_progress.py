@@ -2,20 +2,19 @@ r"""Progress bars of compiled loops, updated from inside the program.
 
 A compiled ``lax.scan`` of training steps runs without coming back to Python,
 so a bar of steps done is fed by a host callback: every :math:`N` steps (and
-at the last one) the program calls :func:`report`, which hands the count of
-steps done to the bar through ``jax.debug.callback``, asynchronously: no
-step waits for the host. A range test checks after every step and takes the
-bar's token and :math:`N` as traced arguments, so a new bar, or another
-:math:`N`, reuses its compiled program. A sweep, whose devices run several
+at the last one) the program tells the bar through ``jax.debug.callback``;
+no step waits for a device-to-host copy. A range test checks after every
+step and takes the bar's token and :math:`N` as traced arguments, so a new
+bar, or another :math:`N`, reuses its compiled program. A sweep, whose devices run several
 models one after another, scans blocks of :math:`N` steps and checks after
 each block (one check per step and model would cost a tenth of a small
 model's step on CPU), so its :math:`N` is part of the program: an explicit
-``every`` of another value compiles another one. A sweep's callbacks carry
-no operands: JAX places a callback's operands on a device before calling
-back, and on CPU, once training has streamed its batches through the
-caches, that placement is most of a callback's cost (about 0.5 ms of about
-1 ms). The program's :class:`Channel` knows instead where in a pass each
-update falls. A program built without progress contains no callback at all.
+``every`` of another value compiles another one. The callbacks carry no
+operands: JAX places a callback's operands on a device before calling back,
+and on CPU, once training has streamed its batches through the caches, that
+placement was most of a callback's cost (about 0.5 ms of about 1 ms). Each
+program's :class:`Channel` knows instead where each update falls. A program
+built without progress contains no callback at all.
 
 Under automatic sharding the callback runs once per update, on the first
 device of the mesh (``jax.debug.callback`` gives it a maximal sharding), and
@@ -41,8 +40,9 @@ import jax
 import jax.numpy as jnp
 
 # Updates of a bar over a whole run, when ``every`` is not given. Each update
-# is one host callback (tens of microseconds on CPU); 50 of them cost well
-# under 1 % of any run long enough to want a bar.
+# is one host callback (a fraction of a millisecond on CPU); 50 of them and
+# the bar itself cost tens of milliseconds a call, under 1 % of a run of a
+# few seconds (benchmarks/README.md, section 9).
 UPDATES = 50
 INSTALL = "progress bars need tqdm: pip install 'optax_clr[progress]'."
 
@@ -166,59 +166,73 @@ def bar(setting: Progress | None, total: int, desc: str) -> Iterator[int]:
 
 
 def report(token: jax.Array, done: jax.Array, total: int,
-           every: jax.Array, steps: int = 1) -> None:
-  """Inside a program: sends ``done`` to bar ``token`` every ``every`` steps.
+           every: jax.Array, callback: Any, after: jax.Array) -> None:
+  """Inside a program: calls ``callback()`` every ``every`` steps, and last.
 
-  The bar hears when the last ``steps`` steps (a block of a scan of blocks,
-  or 1 for a check after every step) crossed a multiple of ``every``, and at
-  the last step.
+  A check after each step (a range test's): the callback runs when
+  ``done`` reaches a multiple of ``every`` or ``total``, once ``after`` (the
+  step's loss, say) is computed.
 
   Args:
-    token: the bar's token (a traced int32 scalar).
+    token: the bar's token (a traced int32 scalar; 0: no bar).
     done: the steps done so far, an int32 scalar that is not batched by
-      ``vmap`` (a scan's step index is not), so that the callback runs once.
+      ``vmap`` (a scan's step count is not), so that the callback runs once.
     total: the bar's total (static): its last step is always reported.
     every: steps between updates (a traced int32 scalar).
-    steps: the steps since the previous call (static).
+    callback: a :class:`Channel`'s :meth:`~Channel.block_done`.
+    after: an array the update waits for.
   """
-  crossed = done // every != (done - steps) // every
-  due = (token > 0) & (crossed | (done == total))
-  jax.lax.cond(
-      due,
-      lambda: jax.debug.callback(update, token, done),
-      lambda: None,
-  )
+  due = (done % every == 0) | (done == total)
+  signal(token, due & computed(after), callback)
+
+
+def ends_every(every: int, total: int) -> tuple[int, ...]:
+  """Where :func:`report` calls back: each multiple of ``every``, ``total``.
+
+  Examples:
+    >>> ends_every(3, 10)
+    (3, 6, 9, 10)
+  """
+  ends = tuple(range(every, total + 1, every))
+  return ends if total % every == 0 else ends + (total,)
 
 
 class Channel:
   """The host side of a sweep's bar, told without operands.
 
-  A compiled sweep tells its channel "the next block of this pass is done"
-  (:meth:`block_done`) or "a pass is done" (:meth:`pass_done`); the channel
-  knows, from the program's static structure, how many steps into the pass
-  each update falls (``ends``), and the bar of the call in progress. One call
-  of a program at a time has the channel: a call made while another holds
-  it runs without updates from inside (:meth:`attach` gives it token 0) and
-  its bar jumps to the end when it returns.
+  A compiled program (one channel each) tells its channel "the next block
+  of this pass is done" (:meth:`block_done`) or "a pass is done"
+  (:meth:`pass_done`); the channel knows how many steps into the pass each
+  update falls (the ``ends`` of the call, from the program's structure) and
+  the bar of the call in progress. One call of a program at a time has the
+  channel: a call made while another holds it runs without updates from
+  inside (:meth:`attach` gives it token 0) and its bar jumps to the end
+  when it returns.
 
   Args:
-    ends: the steps into a pass at which the program calls
-      :meth:`block_done`, in order.
     steps_per_pass: steps of one pass.
   """
 
-  def __init__(self, ends: tuple[int, ...], steps_per_pass: int):
-    self.ends, self.steps_per_pass = ends, steps_per_pass
+  def __init__(self, steps_per_pass: int):
+    self.steps_per_pass = steps_per_pass
     self._lock = threading.Lock()
     self._token = self._passes = self._blocks = 0
+    self._ends: tuple[int, ...] = ()
 
   @contextlib.contextmanager
-  def attach(self, token: int) -> Iterator[int]:
-    """Gives the channel to bar ``token`` for a call; yields the token to use."""
+  def attach(self, token: int, ends: tuple[int, ...]) -> Iterator[int]:
+    """Gives the channel to bar ``token`` for a call; yields the token to use.
+
+    Args:
+      token: the bar's token (0: no bar).
+      ends: the steps into a pass at which the program calls
+        :meth:`block_done`, in order.
+    """
     with self._lock:
       busy = self._token != 0
       if token and not busy:
         self._token, self._passes, self._blocks = token, 0, 0
+        self._ends = ends
     if busy or not token:
       yield 0
       return
@@ -231,9 +245,9 @@ class Channel:
   def block_done(self) -> None:
     """Moves the bar to the end of the next block the program reported."""
     with self._lock:
-      if not self.ends:
+      if not self._ends:
         return
-      end = self.ends[min(self._blocks, len(self.ends) - 1)]
+      end = self._ends[min(self._blocks, len(self._ends) - 1)]
       self._blocks += 1
       token, done = self._token, self._passes * self.steps_per_pass + end
     update(token, done)

@@ -242,7 +242,8 @@ def _step(carry, batch, key, start_lr, end_lr, smoothing, threshold,
 
 
 def _scan(params, model_state, batches, key, start_lr, end_lr, smoothing,
-          threshold, data=None, progress=None, *, static, rule=True):
+          threshold, data=None, progress=None, *, static, channel,
+          rule=True):
   """The whole range test as one program.
 
   The loop only trains and records raw losses; the smoothing, the divergence
@@ -271,7 +272,8 @@ def _scan(params, model_state, batches, key, start_lr, end_lr, smoothing,
     updates, opt_state = tx.update(grads, opt_state, params)
     params = optax.apply_updates(params, updates)
     if progress is not None:  # (token, every): a bar of steps done.
-      _progress.report(progress[0], step + 1, num_steps, progress[1])
+      _progress.report(progress[0], step + 1, num_steps, progress[1],
+                       channel.block_done, after=loss)
     return (params, model_state, opt_state, step + 1), (loss, aux)
 
   carry = (init.params, init.model_state, init.opt_state, init.step)
@@ -343,11 +345,13 @@ def _lrs(start_lr, end_lr, *, static):
 def _build(refs, static):
   """The jitted programs of one configuration (callables behind ``refs``)."""
   static = (*refs, *static)
+  channel = _progress.Channel(static[3])  # A bar's updates, no operands.
+  scans = tuple(functools.partial(_scan, channel=channel, rule=rule)
+                for rule in (True, False))
   return tuple(
       jax.jit(functools.partial(f, static=static))
-      for f in (_scan, functools.partial(_scan, rule=False), _init, _step,
-                _lrs)
-  )
+      for f in (*scans, _init, _step, _lrs)
+  ) + (channel,)
 
 
 _PROGRAMS = _cache.ProgramCache()
@@ -599,7 +603,7 @@ def range_test(
     )
   stateful = model_state is not None
   settings = (start_lr, end_lr, smoothing, divergence_threshold)
-  scan, scan_raw, init, step, ramp = _PROGRAMS.get(
+  scan, scan_raw, init, step, ramp, channel = _PROGRAMS.get(
       (loss_fn, optimizer),
       (hyperparam, num_steps, mode, has_aux, stateful, accumulation_steps),
       lambda refs: _build(
@@ -621,10 +625,14 @@ def range_test(
         mesh, (params, model_state, key, data))
 
   if stacked:
-    with _progress.bar(bar, num_steps, 'range test') as token:
+    with contextlib.ExitStack() as bars:
+      token = bars.enter_context(_progress.bar(bar, num_steps, 'range test'))
       operands = None
       if bar is not None:
-        operands = _progress.operands(token, bar.interval(num_steps))
+        every = bar.interval(num_steps)
+        inside = bars.enter_context(channel.attach(
+            token, _progress.ends_every(every, num_steps)))
+        operands = _progress.operands(inside, every)
       inputs = (params, model_state, batches, key, *settings, data)
       if any(isinstance(x, jax.core.Tracer) for x in jax.tree.leaves(inputs)):
         (losses, smoothed, aux), diverged_step, lrs = scan(*inputs, operands)
@@ -634,6 +642,7 @@ def range_test(
           raw, raw_aux, lrs = _mesh.local((raw, raw_aux, lrs))
         (losses, smoothed, aux), diverged_step = _rule_on_host(
             raw, raw_aux, smoothing, divergence_threshold)
+        _progress.update(token, num_steps)  # A call that ran without updates.
     if mesh is not None:
       losses, smoothed, aux, diverged_step, lrs = _mesh.local(
           (losses, smoothed, aux, diverged_step, lrs))

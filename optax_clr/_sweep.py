@@ -313,9 +313,7 @@ def _build(refs, static, plan):
   """The jitted sweep: K padded models, sharded, in passes of chunks."""
   channel = None
   if plan.progress is not None:
-    channel = _progress.Channel(
-        _told_ends(static.num_steps, static.eval_every, plan.progress),
-        static.num_steps)
+    channel = _progress.Channel(static.num_steps)
   train = functools.partial(_train_one, refs=refs, static=static,
                             progress_block=plan.progress, channel=channel)
   in_axes = static.in_axes + (None,)
@@ -756,10 +754,11 @@ def sweep(
   total = plan.passes * num_steps
   with contextlib.ExitStack() as stack:
     token = stack.enter_context(_progress.bar(bar, total, 'sweep'))
-    if program.channel is None:  # No bar.
+    if program.channel is None or plan.progress is None:  # No bar.
       outputs = program.run(*args)
     else:
-      inside = stack.enter_context(program.channel.attach(token))
+      ends = _told_ends(num_steps, eval_every, plan.progress)
+      inside = stack.enter_context(program.channel.attach(token, ends))
       replicated = jax.sharding.NamedSharding(mesh, _mesh.P())
       outputs = program.run(*args, token=_mesh.put(
           np.asarray(inside, np.int32), replicated))

@@ -286,9 +286,13 @@ def test_progress_bar_counts_every_step_and_changes_nothing():
   assert shown_counts == {0, 3, 6, 9, 10, 13, 16, 19, 20}, text
   test_out = io.StringIO()
   optax_clr.range_test(range_loss, np.zeros(3, np.float32), optax.sgd,
-                       range_batches(), progress={'file': test_out},
+                       range_batches(),
+                       progress={'file': test_out, 'every': 7,
+                                 'mininterval': 0, 'miniters': 1},
                        **RANGE)
-  assert f'/{RANGE["num_steps"]}' in test_out.getvalue()
+  # 40 steps, an update every 7 steps and at the last one.
+  test_counts = {int(n) for n in re.findall(r'(\d+)/40', test_out.getvalue())}
+  assert test_counts == {0, 7, 14, 21, 28, 35, 40}, test_out.getvalue()
 
 
 def test_progress_with_evaluations_between_blocks():
@@ -315,13 +319,13 @@ def test_progress_with_evaluations_between_blocks():
 
 def test_a_channel_serves_one_call_at_a_time():
   """A second call while one holds the channel runs without updates."""
-  channel = _progress.Channel((3, 6), steps_per_pass=8)
-  with channel.attach(5) as first:
-    with channel.attach(7) as second:
+  channel = _progress.Channel(steps_per_pass=8)
+  with channel.attach(5, (3, 6)) as first:
+    with channel.attach(7, (3, 6)) as second:
       assert (first, second) == (5, 0)
-  with channel.attach(7) as again:  # Released: the next call has it.
+  with channel.attach(7, (3, 6)) as again:  # Released: the next call has it.
     assert again == 7
-  with channel.attach(0) as none:  # No bar (another process): no claim.
+  with channel.attach(0, (3, 6)) as none:  # No bar (another process).
     assert none == 0
 
 
