@@ -13,8 +13,10 @@ Three measurements of ``optax_clr.sweep`` and ``optax_clr.range_test``:
   unchunked sweeps are compared.
 * Progress: ``sweep`` (K = 8 of the example MLP on digits) and
   ``range_test`` (the same MLP) with ``progress=True`` against
-  ``progress=False``, warm, interleaved. Target: <= 1.02x (the bar is fed
-  by a host callback every ``total / 50`` steps, never a per-step sync).
+  ``progress=False``, warm, interleaved, at 1200 and 4800 steps. Target:
+  <= 1.02x per step, from the difference between the two lengths (the
+  bar is fed by a host callback every ``total / 50`` steps, never a
+  per-step sync); the whole calls' ratio, fixed costs included, is shown.
 * Processes: the wall time of the same K = 8 sweep as 1 process x 1
   device, 1 process x 2 devices (``--xla_force_host_platform_device_count``)
   and 2 processes x 1 device (``jax.distributed`` with gloo collectives on
@@ -141,6 +143,8 @@ PROCESS_CONFIGS = {  # label -> (processes, devices per process)
     '2 processes x 1 device': (2, 1),
 }
 PROCESS_K = 8
+# The long run of the progress measurement, in multiples of the short one.
+LONGER = 4
 
 
 def process_sweep(num_steps: int):
@@ -213,42 +217,73 @@ def memory_table(settings: _harness.Settings):
   return table, checks, params
 
 
+def _per_step(short: dict, long: dict, extra_steps: int) -> dict:
+  """Per-step times: each repeat's long call less its short call, per step.
+
+  A call's fixed costs (creating and closing a bar, dispatch) cancel in the
+  difference, so what is left is the cost of a step.
+  """
+  return _harness.stats([
+      (b - a) / extra_steps
+      for a, b in zip(short['samples_s'], long['samples_s'])
+  ])
+
+
 def progress_cost(settings: _harness.Settings):
-  """progress=True vs False for a sweep and a range test, interleaved."""
+  """progress=True vs False for a sweep and a range test, interleaved.
+
+  Each runs at two lengths, ``num_steps`` and ``LONGER`` times it (20
+  times in a quick run): the
+  whole calls' ratio includes the bar's fixed costs; the per-step ratio
+  (each repeat's long call less its short one, per extra step) is the one
+  judged.
+  """
   num_steps = 20 if settings.quick else 1200
+  # Quick: a long run long enough that each repeat's difference stays
+  # positive on a busy machine.
+  lengths = (num_steps, (20 if settings.quick else LONGER) * num_steps)
   model = model_lib.make_model('mlp', _models.digits(), seed=0)
-  batches = _models.batches(bench_loop.BATCH_SIZE, num_steps)
+  data = {n: _models.batches(bench_loop.BATCH_SIZE, n) for n in lengths}
   hp = {'max_lr': bench_loop.max_lrs(PROCESS_K)}
   sink = io.StringIO()  # The bars draw here, not on the terminal.
 
   def bar(on):
     return {'file': sink} if on else False
 
-  def sweep(on):
+  def sweep(on, n=num_steps):
     return optax_clr.nnx.sweep(model, bench_loop.optimizer, bench_loop.loss,
-                               hp, batches, progress=bar(on)).losses
+                               hp, data[n], progress=bar(on)).losses
 
-  def range_test(on):
+  def range_test(on, n=num_steps):
     return optax_clr.nnx.range_test(
-        model, optax.sgd, bench_loop.loss, batches, start_lr=1e-4,
-        end_lr=10.0, num_steps=num_steps, progress=bar(on)).losses
+        model, optax.sgd, bench_loop.loss, data[n], start_lr=1e-4,
+        end_lr=10.0, num_steps=n, progress=bar(on)).losses
 
-  labels = {'sweep bar': 'sweep, progress=True',
-            'sweep none': 'sweep, progress=False',
-            'range bar': 'range_test, progress=True',
-            'range none': 'range_test, progress=False'}
-  fns = {labels['sweep bar']: functools.partial(sweep, True),
-         labels['sweep none']: functools.partial(sweep, False),
-         labels['range bar']: functools.partial(range_test, True),
-         labels['range none']: functools.partial(range_test, False)}
+  def label(kind, on, n):
+    what = 'sweep' if kind is sweep else 'range_test'
+    return f'{what}, progress={on}, ' + (
+        'per step' if n == 'per' else f'{n} steps')
+
+  fns = {label(kind, on, n): functools.partial(kind, on, n)
+         for kind in (sweep, range_test) for n in lengths
+         for on in (True, False)}
   timings = _harness.time_interleaved(fns, repeats=settings.repeats * 3,
                                       warmup=2)
-  ratios = [
-      _harness.ratio(timings, labels['sweep bar'], labels['sweep none'],
-                     target=('<=', 1.02)),
-      _harness.ratio(timings, labels['range bar'], labels['range none'],
-                     target=('<=', 1.02)),
-  ]
+  short, long = lengths
+  per_step = {}
+  ratios = []
+  for kind in (sweep, range_test):
+    for on in (True, False):
+      per_step[label(kind, on, 'per')] = _per_step(
+          timings[label(kind, on, short)], timings[label(kind, on, long)],
+          long - short)
+    ratios.append(_harness.ratio(
+        timings, label(kind, True, short), label(kind, False, short),
+        note='whole calls: the bar\'s fixed costs included'))
+    ratios.append(_harness.ratio(
+        per_step, label(kind, True, 'per'), label(kind, False, 'per'),
+        metric='per step', target=('<=', 1.02),
+        note=f'{short} -> {long} steps, the fixed costs cancel'))
   checks = {
       'sweep_progress_vs_none_losses_max_abs_diff': _models.max_abs_diff(
           sweep(True), sweep(False)),
@@ -256,7 +291,7 @@ def progress_cost(settings: _harness.Settings):
           range_test(True), range_test(False)),
       'bar_output_chars': len(sink.getvalue()),
   }
-  return timings, ratios, checks, num_steps
+  return {'run': timings, 'per step': per_step}, ratios, checks, lengths
 
 
 def _free_port() -> int:
@@ -346,13 +381,15 @@ def run(settings: _harness.Settings) -> dict:
       progress_cost(settings))
   process_timings, process_ratios, process_checks, process_params = (
       processes_wall(settings))
-  timings = {'run': {**progress_timings, **process_timings['run']},
+  timings = {'run': {**progress_timings['run'], **process_timings['run']},
+             'per step': progress_timings['per step'],
              'first call': process_timings['first call'],
              'launch': process_timings['launch']}
   return {
       'title': TITLE,
       'params': {'memory': memory_params,
-                 'progress': {'k': PROCESS_K, 'num_steps': progress_steps,
+                 'progress': {'k': PROCESS_K,
+                              'num_steps': list(progress_steps),
                               'model': 'examples MLP on digits'},
                  'processes': {**process_params,
                                'model': 'examples MLP on digits'},
@@ -369,12 +406,15 @@ def run(settings: _harness.Settings) -> dict:
           ' K models are held either way; chunk_size bounds the'
           ' activations and gradients in memory at once.',
           f'Progress: one sample is a whole sweep of K={PROCESS_K} models or'
-          f' a whole range test, {progress_steps} steps each, so the ratio'
-          ' is that of the step times; bars drawn to a string, not a'
-          f' terminal; {settings.repeats * 3} interleaved repeats.',
+          ' a whole range test, of'
+          f' {progress_steps[0]} or {progress_steps[1]} steps; "per step" is'
+          ' each repeat\'s long call less its short one, per extra step (the'
+          ' fixed costs cancel), the ratio judged; bars drawn to a string,'
+          f' not a terminal; {settings.repeats * 3} interleaved repeats.',
           f'Processes: K={PROCESS_K} example MLPs on digits,'
-          f' {process_params["num_steps"]} steps, chunk_size unset (all side'
-          ' by side), the default mesh over every device of every process.'
+          f' {process_params["num_steps"]} steps, chunk_size unset (on CPU'
+          ' one model at a time per device), the default mesh over every'
+          ' device of every process.'
           f' {process_params["rounds"]} launches per configuration,'
           ' interleaved; each times its first call (tracing, compiling, one'
           f' run) and {process_params["warm_calls_per_launch"]} warm calls'
