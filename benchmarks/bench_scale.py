@@ -233,10 +233,9 @@ def progress_cost(settings: _harness.Settings):
   """progress=True vs False for a sweep and a range test, interleaved.
 
   Each runs at two lengths, ``num_steps`` and ``LONGER`` times it (20
-  times in a quick run): the
-  whole calls' ratio includes the bar's fixed costs; the per-step ratio
-  (each repeat's long call less its short one, per extra step) is the one
-  judged.
+  times in a quick run): the whole calls' ratio includes the bar's fixed
+  costs; the per-step ratio (each repeat's long call less its short one,
+  per extra step) is the one judged.
   """
   num_steps = 20 if settings.quick else 1200
   # Quick: a long run long enough that each repeat's difference stays

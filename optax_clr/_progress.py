@@ -5,11 +5,11 @@ so a bar of steps done is fed by a host callback: every :math:`N` steps (and
 at the last one) the program tells the bar through ``jax.debug.callback``;
 no step waits for a device-to-host copy. A range test checks after every
 step and takes the bar's token and :math:`N` as traced arguments, so a new
-bar, or another :math:`N`, reuses its compiled program. A sweep, whose devices run several
-models one after another, scans blocks of :math:`N` steps and checks after
-each block (one check per step and model would cost a tenth of a small
-model's step on CPU), so its :math:`N` is part of the program: an explicit
-``every`` of another value compiles another one. The callbacks carry no
+bar, or another :math:`N`, reuses its compiled program. A sweep, whose
+devices run several models one after another, scans blocks of :math:`N`
+steps and checks after each block (one check per step and model would cost
+a tenth of a small model's step on CPU), so its :math:`N` is part of the
+program: an explicit ``every`` of another value compiles another one. The callbacks carry no
 operands: JAX places a callback's operands on a device before calling back,
 and on CPU, once training has streamed its batches through the caches, that
 placement was most of a callback's cost (about 0.5 ms of about 1 ms). Each

@@ -311,9 +311,7 @@ _STATES = (False, True, True, False, False, False, True)
 
 def _build(refs, static, plan):
   """The jitted sweep: K padded models, sharded, in passes of chunks."""
-  channel = None
-  if plan.progress is not None:
-    channel = _progress.Channel(static.num_steps)
+  channel = _progress.Channel(static.num_steps)  # Used with a bar only.
   train = functools.partial(_train_one, refs=refs, static=static,
                             progress_block=plan.progress, channel=channel)
   in_axes = static.in_axes + (None,)
@@ -322,8 +320,7 @@ def _build(refs, static, plan):
   def side_by_side(args, token):
     vmapped = cast(Callable[..., Any], jax.vmap(train, in_axes=in_axes))
     outputs = vmapped(*args, token)
-    if channel is not None and token is not None:
-      # After the pass's last losses, not before.
+    if token is not None:  # After the pass's last losses, not before.
       _progress.signal(token, _progress.computed(outputs[0][:, -1]),
                        channel.pass_done)
     return outputs
@@ -370,10 +367,10 @@ def _build(refs, static, plan):
 
 
 class _Program(NamedTuple):
-  """A compiled sweep and, with a bar, the channel its updates reach."""
+  """A compiled sweep and the channel its bar's updates reach."""
 
   run: Any
-  channel: _progress.Channel | None
+  channel: _progress.Channel
 
 
 class _Programs:
@@ -754,7 +751,7 @@ def sweep(
   total = plan.passes * num_steps
   with contextlib.ExitStack() as stack:
     token = stack.enter_context(_progress.bar(bar, total, 'sweep'))
-    if program.channel is None or plan.progress is None:  # No bar.
+    if plan.progress is None:  # No bar.
       outputs = program.run(*args)
     else:
       ends = _told_ends(num_steps, eval_every, plan.progress)
