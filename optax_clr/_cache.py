@@ -59,19 +59,44 @@ class Ref:
 
 
 class ProgramCache:
-  """Builds and keeps one program per (callables, static settings)."""
+  """Builds and keeps one program per (callables, static settings).
+
+  A weak reference's callback may run on any thread at any moment (whenever
+  the last strong reference goes, garbage collection included), also while
+  this thread holds the lock, and dropping an entry can free the last
+  reference to another cached callable, whose callback then runs at once.
+  So a callback only marks the cache as holding dead entries and purges it
+  if the lock is free; entries are popped under the lock and released after
+  it, never freeing a user's object while the lock is held.
+  """
 
   def __init__(self, max_entries: int = MAX_ENTRIES):
     self._entries: OrderedDict[Any, Any] = OrderedDict()
     self._max_entries = max_entries
     self._lock = threading.Lock()
+    self._has_dead = False
 
-  def _drop_dead(self, *_: Any) -> None:
-    with self._lock:
-      dead = [key for key in self._entries
-              if not all(ref.alive() for ref in key[0])]
-      for key in dead:
-        del self._entries[key]
+  def __len__(self) -> int:
+    return len(self._entries)
+
+  def _on_death(self, *_: Any) -> None:
+    self._has_dead = True
+    self._purge(blocking=False)
+
+  def _purge(self, *, blocking: bool) -> None:
+    """Drops the entries of dead callables; gives up if the lock is held."""
+    if not self._lock.acquire(blocking=blocking):
+      return  # The holder, or the next get, purges.
+    dropped = []
+    try:
+      while self._has_dead:
+        self._has_dead = False
+        dead = [key for key in self._entries
+                if not all(ref.alive() for ref in key[0])]
+        dropped.extend(self._entries.pop(key) for key in dead)
+    finally:
+      self._lock.release()
+    del dropped  # Freed here, outside the lock: callbacks may purge again.
 
   def get(
       self,
@@ -90,7 +115,8 @@ class ProgramCache:
     Returns:
       The cached or newly built program.
     """
-    refs = tuple(Ref(fn, self._drop_dead) for fn in callables)
+    self._purge(blocking=True)
+    refs = tuple(Ref(fn, self._on_death) for fn in callables)
     key = (refs, static)
     with self._lock:
       program = self._entries.get(key)
@@ -98,8 +124,10 @@ class ProgramCache:
         self._entries.move_to_end(key)
         return program
     program = build(refs)
+    evicted = []
     with self._lock:
       self._entries[key] = program
       while len(self._entries) > self._max_entries:
-        self._entries.popitem(last=False)
+        evicted.append(self._entries.popitem(last=False))
+    del evicted  # Freed outside the lock, as in _purge.
     return program
