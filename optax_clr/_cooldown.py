@@ -17,6 +17,14 @@ from optax_clr import _numerics
 from optax_clr import _wsd
 
 
+def _is_nan(steps: jax.typing.ArrayLike) -> jax.Array:
+  """Whether a (possibly traced) step count is NaN; integers never are."""
+  steps = jnp.asarray(steps)
+  if not jnp.issubdtype(steps.dtype, jnp.inexact):
+    return jnp.zeros(steps.shape, bool)
+  return jnp.isnan(steps)
+
+
 def cooldown_schedule(
     schedule: Callable[[Any], Any],
     start_step: jax.typing.ArrayLike,
@@ -55,7 +63,11 @@ def cooldown_schedule(
   rounded, negative ones read as 0); positions are integer arithmetic,
   exact at ``2**31 - 1`` (``10**12`` with ``jax_enable_x64``), and
   :math:`s + D` is never formed, so it cannot overflow. ``final_lr`` may be
-  traced too. Concrete arguments are checked here; traced ones are not.
+  traced too. Concrete arguments are checked here (a NaN ``start_step`` is a
+  ValueError naming it); traced ones are not, and a traced NaN is carried
+  into the output rather than read as some step: a NaN ``start_step`` or
+  ``decay_steps`` makes every value NaN, a NaN ``final_lr`` every value
+  from :math:`s` on.
   The output is float32 for a float32 (or bfloat16) ``schedule``, float64
   for a float64 one under x64.
 
@@ -73,8 +85,9 @@ def cooldown_schedule(
       A function that maps step counts to values.
 
   Raises:
-    ValueError: a concrete step count is negative or fractional,
-      ``final_lr`` is negative or not finite, or ``shape`` is unknown.
+    ValueError: a concrete step count is negative, fractional or not
+      finite (NaN included), ``final_lr`` is negative or not finite, or
+      ``shape`` is unknown.
     TypeError: ``schedule`` is not callable, or a numeric argument is not a
       number.
 
@@ -120,6 +133,10 @@ def cooldown_schedule(
         shape, progress
     )
     value = jnp.where(elapsed >= decay, final, falling)
-    return jnp.where(elapsed < 0, base.astype(dtype), value)
+    value = jnp.where(elapsed < 0, base.astype(dtype), value)
+    # steps_like casts a NaN step to an integer, a value XLA leaves to the
+    # backend (0 on CPU): a traced NaN must show, not start a cooldown there.
+    unknown = jnp.logical_or(_is_nan(start_step), _is_nan(decay_steps))
+    return jnp.where(unknown, jnp.asarray(jnp.nan, dtype), value)
 
   return cooled

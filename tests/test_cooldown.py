@@ -176,3 +176,64 @@ def test_refuses_bad_arguments(overrides, error, message):
   arguments.update(overrides)
   with pytest.raises(error, match=message):
     optax_clr.cooldown_schedule(**arguments)
+
+
+class TestNanSteps:
+  """A concrete NaN step count is refused; a traced one gives NaN rates."""
+
+  @pytest.mark.parametrize('name', ['start_step', 'decay_steps'])
+  @pytest.mark.parametrize('nan', [float('nan'), np.float32('nan'),
+                                   jnp.float32(jnp.nan)],
+                           ids=['python', 'numpy', 'jax'])
+  def test_concrete_nan_raises_naming_the_argument(self, name, nan):
+    arguments = dict(start_step=10, decay_steps=5)
+    arguments[name] = nan
+    with pytest.raises(ValueError, match=f'{name} must be finite, got .*nan'):
+      optax_clr.cooldown_schedule(optax.constant_schedule(0.1), **arguments)
+
+  def test_traced_nan_start_step_under_jit(self):
+    base = optax_clr.triangular_schedule(0.1, 0.6, step_size=5)
+    counts = jnp.arange(0, 30)
+
+    @jax.jit
+    def curve(start):
+      return optax_clr.cooldown_schedule(base, start, 6, shape='linear')(
+          counts)
+
+    nan_curve = curve(jnp.float32(jnp.nan))
+    assert nan_curve.dtype == jnp.float32
+    # Not a cooldown from step 0 (whose first value is base(0) = 0.1).
+    np.testing.assert_array_equal(nan_curve, np.full(30, np.nan))
+    # The same compiled function still serves a real start.
+    expected = [reference.cooldown_lr(t, numpy_clr(0.1, 0.6, 5), 12, 6,
+                                      'linear') for t in range(30)]
+    np.testing.assert_allclose(curve(jnp.float32(12.0)), expected, rtol=2e-6,
+                               atol=1e-8)
+
+  def test_traced_nan_under_vmap_spoils_only_its_row(self):
+    base = optax.cosine_decay_schedule(0.5, decay_steps=80)
+    starts = jnp.array([5.0, jnp.nan, 20.0, 9.0])
+    decays = jnp.array([10.0, 10.0, jnp.nan, 0.0])
+    counts = jnp.arange(40)
+
+    def curve(start, decay):
+      return optax_clr.cooldown_schedule(base, start, decay,
+                                         final_lr=0.01)(counts)
+
+    curves = np.asarray(jax.vmap(curve)(starts, decays))
+    assert curves.dtype == np.float32
+    np.testing.assert_array_equal(curves[1], np.full(40, np.nan))
+    np.testing.assert_array_equal(curves[2], np.full(40, np.nan))
+    for row, (start, decay) in ((0, (5, 10)), (3, (9, 0))):
+      expected = [reference.cooldown_lr(t, numpy_cosine(0.5, 80), start,
+                                        decay, final=0.01) for t in range(40)]
+      np.testing.assert_allclose(curves[row], expected, rtol=2e-6,
+                                 atol=1e-8)
+
+  def test_traced_nan_final_lr_from_the_start_step_on(self):
+    base = optax.constant_schedule(0.3)
+    lr = jax.jit(lambda final: optax_clr.cooldown_schedule(
+        base, 4, 3, final_lr=final)(jnp.arange(9)))
+    np.testing.assert_array_equal(lr(jnp.float32(jnp.nan)),
+                                  np.array([0.3] * 4 + [np.nan] * 5,
+                                           np.float32))

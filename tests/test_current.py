@@ -97,6 +97,79 @@ class TestReadsTheRate:
     np.testing.assert_allclose(head_lr, 10 * clr(3), rtol=1e-6)
 
 
+class TestInjectedRateIsTheTruth:
+  """An injected rate is what the update used: it wins over ``schedule``."""
+
+  def step_size(self, tx, state, params):
+    """The rate an sgd update really applied: -update / gradient (= 1)."""
+    updates, state = tx.update(jnp.ones(2), state, params)
+    return -float(updates[0]), state
+
+  def test_rate_set_by_hand(self):
+    tx = optax.inject_hyperparams(optax.sgd)(learning_rate=0.3)
+    params = jnp.zeros(2)
+    state = tx.init(params)
+    for _ in range(3):
+      _, state = self.step_size(tx, state, params)
+    state.hyperparams['learning_rate'] = jnp.asarray(0.5)
+    used, state = self.step_size(tx, state, params)
+    np.testing.assert_allclose(used, 0.5, rtol=1e-6)
+    for schedule in (None, SCHEDULE):
+      np.testing.assert_allclose(
+          optax_clr.current_learning_rate(state, schedule), 0.5, rtol=1e-6)
+
+  def test_schedule_that_differs_from_the_injected_one(self):
+    tx = optax.inject_hyperparams(optax.sgd)(
+        learning_rate=lambda t: 2 * SCHEDULE(t))
+    params = jnp.zeros(2)
+    state = tx.init(params)
+    for k in range(1, 8):
+      used, state = self.step_size(tx, state, params)
+      np.testing.assert_allclose(used, 2 * clr(k - 1), rtol=1e-6)
+      np.testing.assert_allclose(
+          optax_clr.current_learning_rate(state, SCHEDULE), 2 * clr(k - 1),
+          rtol=1e-6)
+
+  def test_schedule_is_not_called(self):
+    def schedule(count):
+      raise AssertionError(f'called with {count}')
+
+    tx = optax.inject_hyperparams(optax.adam)(learning_rate=SCHEDULE)
+    state = tx.init(jnp.zeros(2))
+    np.testing.assert_allclose(
+        optax_clr.current_learning_rate(state, schedule), clr(0), rtol=1e-6)
+
+  def test_inside_jit(self):
+    tx = optax.inject_hyperparams(optax.sgd)(learning_rate=0.3)
+    params = jnp.zeros(2)
+
+    @jax.jit
+    def read(state):
+      return optax_clr.current_learning_rate(state, SCHEDULE)
+
+    state = tx.init(params)
+    state.hyperparams['learning_rate'] = jnp.asarray(0.5)
+    _, state = tx.update(jnp.ones(2), state, params)
+    np.testing.assert_allclose(read(state), 0.5, rtol=1e-6)
+
+  def test_injected_rate_beside_a_schedule_count_is_ambiguous(self):
+    tx = optax.multi_transform(
+        {'a': optax.inject_hyperparams(optax.sgd)(learning_rate=0.3),
+         'b': optax.adam(SCHEDULE)},
+        {'x': 'a', 'y': 'b'})
+    state = tx.init({'x': jnp.zeros(1), 'y': jnp.zeros(1)})
+    for schedule in (None, SCHEDULE):
+      with pytest.raises(
+          ValueError,
+          match=r"injected learning rate, at opt_state.inner_states\['a'\].*"
+          r"count of a learning-rate schedule, at "
+          r"opt_state.inner_states\['b'\]"):
+        optax_clr.current_learning_rate(state, schedule)
+    np.testing.assert_allclose(
+        optax_clr.current_learning_rate(state.inner_states['b'], SCHEDULE),
+        clr(0), rtol=1e-6)
+
+
 class TestNnx:
 
   def test_nnx_optimizer(self):
@@ -118,6 +191,127 @@ class TestNnx:
         rates.append(
             float(optax_clr.current_learning_rate(optimizer, schedule)))
       np.testing.assert_allclose(rates, EXPECTED[:7], rtol=1e-6)
+
+
+  @pytest.mark.parametrize('injected', [True, False],
+                           ids=['inject_hyperparams', 'adam_schedule'])
+  def test_nnx_state_of_the_optimizer(self, injected):
+    nnx = pytest.importorskip('flax.nnx')
+    model = nnx.Linear(3, 2, rngs=nnx.Rngs(0))
+    x = jnp.ones((4, 3))
+    tx = (optax.inject_hyperparams(optax.adam)(learning_rate=SCHEDULE)
+          if injected else optax.adam(SCHEDULE))
+    optimizer = nnx.Optimizer(model, tx, wrt=nnx.Param)
+
+    @nnx.jit
+    def train_step(model, optimizer):
+      optimizer.update(model, nnx.grad(
+          lambda model: jnp.mean(model(x) ** 2))(model))
+      return optax_clr.current_learning_rate(nnx.state(optimizer), SCHEDULE)
+
+    logged = [train_step(model, optimizer) for _ in range(6)]
+    np.testing.assert_allclose(logged, EXPECTED[1:7], rtol=1e-6)
+    state = nnx.state(optimizer)
+    for form in (state, state['opt_state']):
+      np.testing.assert_allclose(
+          optax_clr.current_learning_rate(form, SCHEDULE), EXPECTED[6],
+          rtol=1e-6)
+      if injected:
+        np.testing.assert_allclose(optax_clr.current_learning_rate(form),
+                                   EXPECTED[6], rtol=1e-6)
+      else:
+        with pytest.raises(ValueError, match='pass that schedule'):
+          optax_clr.current_learning_rate(form)
+
+
+class TestOrbaxWithoutTarget:
+  """A checkpoint restored without a target: plain dicts and lists."""
+
+  @pytest.mark.parametrize('checkpointer', ['standard', 'pytree'])
+  @pytest.mark.parametrize('build', [
+      lambda: optax.inject_hyperparams(optax.adam)(learning_rate=SCHEDULE),
+      lambda: optax.adam(SCHEDULE),
+      lambda: optax.MultiSteps(optax.sgd(SCHEDULE, momentum=0.9), 1),
+      # Its b1 schedule's {'count': ...} is no learning rate's.
+      lambda: optax.inject_hyperparams(
+          lambda b1: optax.adam(SCHEDULE, b1=b1))(b1=lambda t: 0.9),
+  ], ids=['inject_hyperparams', 'adam_schedule', 'multi_steps',
+          'scheduled_b1'])
+  def test_restored_state(self, build, checkpointer, tmp_path):
+    ocp = pytest.importorskip('orbax.checkpoint')
+    tx = build()
+    params = {'w': jnp.zeros(3)}
+    state = tx.init(params)
+    for _ in range(5):
+      _, state = tx.update({'w': jnp.ones(3)}, state, params)
+    saver = (ocp.StandardCheckpointer() if checkpointer == 'standard'
+             else ocp.PyTreeCheckpointer())
+    saver.save(tmp_path / 'ckpt', {'params': params, 'opt_state': state})
+    if hasattr(saver, 'wait_until_finished'):  # PyTreeCheckpointer is sync.
+      saver.wait_until_finished()
+    restored = saver.restore(tmp_path / 'ckpt')
+    saver.close()
+    assert isinstance(restored['opt_state'], (dict, list))
+    for form in (restored, restored['opt_state']):
+      np.testing.assert_allclose(
+          optax_clr.current_learning_rate(form, SCHEDULE), EXPECTED[5],
+          rtol=1e-6)
+
+  def test_restored_rate_set_by_hand(self, tmp_path):
+    ocp = pytest.importorskip('orbax.checkpoint')
+    tx = optax.inject_hyperparams(optax.sgd)(learning_rate=0.3)
+    state = tx.init(jnp.zeros(2))
+    state.hyperparams['learning_rate'] = jnp.asarray(0.5)
+    checkpointer = ocp.StandardCheckpointer()
+    checkpointer.save(tmp_path / 'ckpt', {'opt_state': state})
+    checkpointer.wait_until_finished()
+    restored = checkpointer.restore(tmp_path / 'ckpt')
+    checkpointer.close()
+    for schedule in (None, SCHEDULE):
+      np.testing.assert_allclose(
+          optax_clr.current_learning_rate(restored, schedule), 0.5,
+          rtol=1e-6)
+
+  @pytest.mark.parametrize('injected', [True, False],
+                           ids=['inject_hyperparams', 'adam_schedule'])
+  def test_restored_nnx_state(self, injected, tmp_path):
+    nnx = pytest.importorskip('flax.nnx')
+    ocp = pytest.importorskip('orbax.checkpoint')
+    model = nnx.Linear(3, 2, rngs=nnx.Rngs(0))
+    tx = (optax.inject_hyperparams(optax.adam)(learning_rate=SCHEDULE)
+          if injected else optax.adam(SCHEDULE))
+    optimizer = nnx.Optimizer(model, tx, wrt=nnx.Param)
+    for _ in range(4):
+      optimizer.update(model, nnx.grad(
+          lambda model: jnp.mean(model(jnp.ones((4, 3))) ** 2))(model))
+    checkpointer = ocp.StandardCheckpointer()
+    checkpointer.save(tmp_path / 'ckpt', nnx.state(optimizer))
+    checkpointer.wait_until_finished()
+    # Variables come back as {'value': array}, tuple positions as '0', '1'.
+    restored = checkpointer.restore(tmp_path / 'ckpt')
+    checkpointer.close()
+    np.testing.assert_allclose(
+        optax_clr.current_learning_rate(restored, SCHEDULE), EXPECTED[4],
+        rtol=1e-6)
+    if injected:
+      np.testing.assert_allclose(optax_clr.current_learning_rate(restored),
+                                 EXPECTED[4], rtol=1e-6)
+
+  def test_no_rate_says_what_was_searched_and_what_to_pass(self, tmp_path):
+    ocp = pytest.importorskip('orbax.checkpoint')
+    state = optax.adam(0.1).init(jnp.zeros(2))
+    checkpointer = ocp.StandardCheckpointer()
+    checkpointer.save(tmp_path / 'ckpt', {'opt_state': state})
+    checkpointer.wait_until_finished()
+    restored = checkpointer.restore(tmp_path / 'ckpt')
+    checkpointer.close()
+    with pytest.raises(ValueError, match=(
+        r"got a list with no such entry \(a plain or nnx.State state is"
+        r" searched for a 'hyperparams' mapping.*restore it with one"
+        r" \(tx.init\(params\) as the abstract tree\)")):
+      optax_clr.current_learning_rate(restored, SCHEDULE)
+    with pytest.raises(ValueError, match='holds no learning rate.*got a list'):
+      optax_clr.current_learning_rate(restored)
 
 
 class TestRefuses:
