@@ -72,11 +72,13 @@ class FindLRResult(NamedTuple):
 
 
 def _sweep_optimizer(optimizer_ref, schedule_ref, accumulation_steps):
-  schedule = None if schedule_ref is None else schedule_ref()
-
+  # The user's callables are reached through their refs at each call, never
+  # held: the entry is dropped with them.
   def sweep_optimizer(hp):
     lr = hp['learning_rate']
-    tx = optimizer_ref()(lr if schedule is None else schedule(lr))
+    if schedule_ref is not None:
+      lr = schedule_ref()(lr)
+    tx = optimizer_ref()(lr)
     if accumulation_steps == 1:
       return tx
     # One update per accumulation_steps microbatches, the schedule's count
