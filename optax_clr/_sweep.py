@@ -486,11 +486,49 @@ def _check_stacked(name: str, tree: Any, axis: int | None, num_models: int,
     return
   lengths = _leading(tree)
   if lengths and lengths != {num_models}:
+    setting = name if axis_name == name else f'{axis_name or name + "_axis"}=0'
     raise ValueError(
-        f'{axis_name or name + "_axis"}=0 needs every leaf of {name} to have'
-        f' a leading axis of K={num_models} (one per model), got leading'
-        f' sizes {sorted(lengths, key=str)}.'
+        f'{setting} needs every leaf of {name} to have a leading axis of'
+        f' K={num_models} (one per model), got leading sizes'
+        f' {sorted(lengths, key=str)}.'
     )
+
+
+def _summary(tree: Any, limit: int = 300) -> str:
+  text = str(tree)
+  return text if len(text) <= limit else text[:limit] + ' ...'
+
+
+def _check_opt_state(opt_state, optimizer, hyperparams, params, params_axis,
+                     num_models):
+  """Refuses an ``opt_state`` that ``optimizer(hp).init`` would not make.
+
+  Compared with model 0's state (shapes only, nothing compiles): the tree
+  structure, then each leaf's shape after the leading K axis.
+  """
+  _check_stacked('opt_state', opt_state, 0, num_models, axis_name='opt_state')
+  row = {name: np.asarray(values)[0] for name, values in hyperparams.items()}
+  first = params if params_axis is None else jax.tree.map(
+      lambda x: x[0], params)
+  expected = jax.eval_shape(lambda p: optimizer(row).init(p), first)
+  expected_tree = jax.tree.structure(expected)
+  given_tree = jax.tree.structure(opt_state)
+  if expected_tree != given_tree:
+    raise ValueError(
+        'opt_state is not a state of optimizer(hp) for these params (the'
+        ' state of another optimizer, or of other params?): optimizer(hp)'
+        f'.init(params) has the structure {_summary(expected_tree)}, opt_state'
+        f' has {_summary(given_tree)}.'
+    )
+  paths = jax.tree_util.tree_leaves_with_path(expected)
+  for (path, want), got in zip(paths, jax.tree.leaves(opt_state)):
+    shape = tuple(np.shape(got))[1:]
+    if shape != tuple(want.shape):
+      raise ValueError(
+          f'opt_state{jax.tree_util.keystr(path)} has the shape'
+          f' {shape} per model, but optimizer(hp).init(params) makes'
+          f' {tuple(want.shape)}: a state of other params?'
+      )
 
 
 def _num_steps(batches: Any, batches_axis: int | None) -> int:
@@ -843,10 +881,10 @@ def _prepare(
       )
   key_axis = _key_axis(key, num_models)
   _checks.check_step_count('first_step', first_step, minimum=0)
-  if opt_state is not None:
-    _check_stacked('opt_state', opt_state, 0, num_models,
-                   axis_name='opt_state')
   _check_optimizer(optimizer, hyperparams, num_models)
+  if opt_state is not None:
+    _check_opt_state(opt_state, optimizer, hyperparams, params, params_axis,
+                     num_models)
   if mesh is None:
     mesh = _mesh.default(num_models)
   else:

@@ -221,7 +221,8 @@ def test_cache_does_not_keep_closures_alive():
     (dict(eval_every=3), ValueError, 'eval_fn'),
     (dict(loss_fn='loss'), TypeError, 'loss_fn'),
     (dict(first_step=-1), ValueError, 'first_step'),
-    (dict(opt_state={'count': jnp.zeros(3)}), ValueError, 'opt_state'),
+    (dict(opt_state={'count': jnp.zeros(3)}), ValueError,
+     'opt_state needs every leaf of opt_state to have a leading axis of K=8'),
 ])
 def test_bad_input_is_named_before_compiling(kwargs, error, match):
   traces = []
@@ -239,6 +240,36 @@ def test_bad_input_is_named_before_compiling(kwargs, error, match):
     optax_clr.sweep(args.pop('loss_fn'), args.pop('params'),
                     args.pop('optimizer'), args.pop('hyperparams'),
                     args.pop('batches'), **args)
+  assert not traces
+
+
+def _stacked_state(tx, params, num_models):
+  state = tx.init(params)
+  return jax.tree.map(lambda x: jnp.stack([x] * num_models), state)
+
+
+@pytest.mark.parametrize('state, match', [
+    # Adam's state for an SGD-with-momentum sweep: another structure.
+    (lambda: _stacked_state(optax.adam(0.1), {'w': jnp.zeros(DIM)}, 2),
+     'not a state of optimizer'),
+    # The right optimizer, other params: the shapes differ.
+    (lambda: _stacked_state(triangular_sgd({'base_lr': 0.1, 'max_lr': 0.3,
+                                            'step_size': 2}),
+                            {'w': jnp.zeros(DIM + 2)}, 2),
+     r"opt_state.*has the shape \(5,\) per model.*\(3,\)"),
+])
+def test_opt_state_of_another_optimizer_is_refused(state, match):
+  traces = []
+
+  def counted_loss(params, batch):
+    traces.append(1)
+    return loss_fn(params, batch)
+
+  with pytest.raises(ValueError, match=match):
+    optax_clr.sweep(counted_loss, {'w': jnp.zeros(DIM)}, triangular_sgd,
+                    {'base_lr': [0.1, 0.2], 'max_lr': [0.3, 0.3],
+                     'step_size': [2, 2]}, data(0), opt_state=state(),
+                    first_step=4)
   assert not traces
 
 
