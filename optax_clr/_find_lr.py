@@ -17,6 +17,8 @@ import optax
 
 from optax_clr import _cache
 from optax_clr import _checks
+from optax_clr import _find_lr_checks
+from optax_clr import _mesh
 from optax_clr import _progress
 from optax_clr import _range_test
 from optax_clr import _suggest
@@ -91,8 +93,8 @@ def _sweep_optimizer(optimizer_ref, schedule_ref, accumulation_steps):
 def _sweep_eval(eval_ref, stateful):
   def sweep_eval(params, model_state, **data):
     if stateful:
-      return eval_ref()(params, model_state, **data)
-    return eval_ref()(params, **data)
+      return jnp.asarray(eval_ref()(params, model_state, **data))
+    return jnp.asarray(eval_ref()(params, **data))
 
   return sweep_eval
 
@@ -114,27 +116,6 @@ def _wrapped(optimizer, schedule, eval_fn, stateful, accumulation_steps):
       lambda refs: _sweep_eval(refs[0], stateful),
   )
   return sweep_optimizer, sweep_eval
-
-
-def _check_eval(eval_fn, params, model_state, data):
-  """Refuses an ``eval_fn`` that does not return a real scalar (no compile)."""
-  args = (params,) if model_state is None else (params, model_state)
-  kwargs = {} if data is None else {'data': data}
-  try:
-    shape = jax.eval_shape(lambda *a: eval_fn(*a, **kwargs), *args)
-  except TypeError as error:
-    raise TypeError(
-        f'eval_fn could not be called as eval_fn({"params" if model_state is None else "params, model_state"}'
-        f'{", data=data" if data is not None else ""}): {error}'
-    ) from error
-  leaves = jax.tree.leaves(shape)
-  if len(leaves) != 1 or leaves[0].shape != () or not jnp.issubdtype(
-      leaves[0].dtype, jnp.number) or jnp.issubdtype(
-          leaves[0].dtype, jnp.complexfloating):
-    raise ValueError(
-        'eval_fn must return one real scalar (a validation loss or error'
-        f' rate, lower is better), got {shape}.'
-    )
 
 
 def rung_steps(num_steps: int, num_rungs: int, reduction: int) -> np.ndarray:
@@ -205,13 +186,55 @@ def _bracket(result, span):
 
 
 def _scores(evals, losses, num_candidates, num_seeds):
-  """Per (candidate, seed) scores: ``+inf`` for a diverged or NaN run."""
+  """Per (candidate, seed) scores, ``+inf`` for a diverged or NaN run; and
+  whether each run's training losses stayed finite."""
   evals = np.asarray(evals, np.float64).reshape(num_candidates, num_seeds, -1)
   final = evals[..., -1]
   finite_run = np.all(
       np.isfinite(np.asarray(losses, np.float64)), axis=-1
   ).reshape(num_candidates, num_seeds)
-  return np.where(np.isfinite(final) & finite_run, final, np.inf)
+  return np.where(np.isfinite(final) & finite_run, final, np.inf), finite_run
+
+
+def _all_diverged(rung, first, last, rates, finite_run, tests,
+                  range_test_steps):
+  """The error for a rung none of whose candidates has a finite score."""
+  span = f'rates {rates[0]:.3g} to {rates[-1]:.3g}'
+  if np.all(finite_run):
+    return ValueError(
+        f'eval_fn returned a non-finite score for every candidate ({span})'
+        f' after {last} steps, while every training loss was finite: check'
+        ' eval_fn (a NaN or inf from the validation data or the metric).'
+    )
+  if rung > 0:
+    return ValueError(
+        f'every candidate still trained ({span}) diverged between step'
+        f' {first} and step {last}, after finite scores at step {first}:'
+        ' these rates hold for a short run only. A schedule whose rate grows'
+        ' past what the model takes (schedule=), or a bracket too high:'
+        ' check schedule, or lower end_lr or span.'
+    )
+  diverged = int(np.max(np.asarray(tests.diverged_step)))
+  diverged_lr = _suggest.curves(tests).diverged_lr
+  return ValueError(
+      f'every candidate diverged: {span}, read off range tests that diverged'
+      f' at step {diverged} of {range_test_steps}'
+      + (f' (lr {diverged_lr:.3g})' if diverged_lr is not None else '')
+      + '. Check the model and loss at small rates, or lower start_lr.'
+  )
+
+
+def _check_separable(mean, rates):
+  """Refuses first-rung scores that are all equal: nothing was measured."""
+  finite = mean[np.isfinite(mean)]
+  if finite.size >= 2 and np.all(finite == finite[0]):
+    raise ValueError(
+        f'find_lr cannot tell the candidates apart: every one of the'
+        f' {finite.size} rates from {rates[0]:.3g} to {rates[-1]:.3g} scored'
+        f' exactly {finite[0]:.6g}. The score does not depend on the rate:'
+        ' eval_fn may ignore the parameters, or the optimizer (or schedule)'
+        ' may ignore the learning rate it is given.'
+    )
 
 
 def find_lr(
@@ -271,7 +294,13 @@ def find_lr(
      each rung every run is scored with ``eval_fn``; a candidate's score is
      the mean over its seeds, ``+inf`` if any seed diverged (a non-finite
      loss or score), and the :math:`n_{r+1}` best go on.
-  4. The candidate with the best score at the last rung is the rate.
+  4. The candidate with the best score at the last rung is the rate (of
+     equal scores, the smaller rate).
+
+  Nothing is chosen silently from runs that say nothing: a rung whose every
+  candidate diverged is an error (naming ``eval_fn`` when only the scores
+  were non-finite), and so is a first rung whose candidates all score the
+  same (an ``eval_fn``, optimizer or schedule that ignores the rate).
 
   With the defaults (8 candidates, 2 seeds, 3 rungs, :math:`\eta = 2`) the
   candidates train :math:`2 \cdot (8 B / 4 + 4 B / 4 + 2 B / 2) = 8 B`
@@ -313,7 +342,10 @@ def find_lr(
     schedule: None to train each candidate at the fixed rate, or
       ``schedule(lr) -> optax.Schedule`` (a warmup and decay to a peak
       ``lr``, say) to choose the peak of that schedule. The range test
-      ramps the rate itself either way.
+      ramps the rate itself either way. ``lr`` is traced (every candidate
+      trains in one program), so the factory must not test it in Python:
+      ``optax.warmup_cosine_decay_schedule`` does, and is refused with the
+      ``optax.join_schedules`` form that does not.
     num_candidates: :math:`n \ge 2`, the rates of the first rung.
     num_seeds: ``>= 1`` runs per candidate.
     num_rungs: :math:`R \ge 1`; 1 trains every candidate for the whole
@@ -344,12 +376,19 @@ def find_lr(
       A :class:`FindLRResult`; ``result.learning_rate`` is the rate.
 
   Raises:
-    ValueError: a bad option, named; ``eval_fn`` not returning a real
-      scalar; a budget too short for the rungs; range tests whose loss
-      never improves; every candidate diverging (with the range tests'
-      divergence point). All but the last two before anything compiles.
-    TypeError: a callable argument that is not callable, or an optimizer
-      that does not return an ``optax.GradientTransformation``.
+    ValueError: a bad option, named (``num_rungs`` beyond what ``batches``
+      holds, ``span`` beyond float32's range); ``eval_fn`` not returning one
+      real scalar; a single ``key`` expected; a mesh without a ``models``
+      axis; a budget too short for the rungs. Also, after training: range
+      tests whose loss never improves; a ``span`` whose candidates float32
+      would zero or merge; every candidate of a rung diverging (with the
+      range tests' divergence point at the first rung); candidates that all
+      score the same.
+    TypeError: a callable argument that is not callable, an optimizer that
+      does not return an ``optax.GradientTransformation``, a ``schedule``
+      that cannot take a traced rate or returns no schedule, a parameter
+      leaf that is not floating point, a ``key`` that is not a
+      ``jax.random`` key.
 
   Examples:
     >>> import jax.numpy as jnp
@@ -388,6 +427,7 @@ def find_lr(
   _checks.check_step_count('num_rungs', num_rungs)
   _checks.check_step_count('reduction', reduction, minimum=2)
   _checks.check_number('span', span, lower=0.0, lower_open=True)
+  _find_lr_checks.check_span(float(span))
   _checks.check_step_count('num_range_tests', num_range_tests)
   _checks.check_step_count('range_test_steps', range_test_steps, minimum=2)
   _checks.check_step_count('seed', seed, minimum=0)
@@ -405,6 +445,7 @@ def find_lr(
         f' accumulation_steps={accumulation_steps}.'
     )
   num_steps //= accumulation_steps
+  _find_lr_checks.check_rungs(num_rungs, reduction, num_steps)
   microbatches = lambda tree, axis: tree
   if accumulation_steps > 1:
     # From here on a step is an update, its microbatches along axis 1.
@@ -422,7 +463,14 @@ def find_lr(
         ' steps or fewer rungs.'
     )
   stateful = model_state is not None
-  _check_eval(eval_fn, params, model_state, data)
+  _find_lr_checks.check_params(params)
+  _find_lr_checks.check_key(key)
+  _find_lr_checks.check_eval(eval_fn, params, model_state, data)
+  if schedule is not None:
+    _find_lr_checks.check_schedule(schedule)
+  if mesh is not None:
+    _mesh.check(mesh, axes=(_mesh.MODEL_AXIS, _mesh.DATA_AXIS),
+                required=_mesh.MODEL_AXIS, caller='find_lr')
   sweep_optimizer, sweep_eval = _wrapped(optimizer, schedule, eval_fn,
                                          stateful, accumulation_steps)
   tx = sweep_optimizer({'learning_rate': np.float32(start_lr)})
@@ -452,6 +500,7 @@ def find_lr(
   _range_test._check_first_loss(tests.losses)  # pylint: disable=protected-access
   low, high, suggestion = _bracket(tests, float(span))
   candidates = np.geomspace(low, high, num_candidates)
+  _find_lr_checks.check_candidates(candidates, float(span), high)
   cost = num_range_tests * range_test_steps
 
   # 2. Successive halving, one sweep per rung.
@@ -493,21 +542,17 @@ def find_lr(
         **({'model_state': model_state} if previous is None else continued),
     )
     cost += models.size * (int(steps[rung]) - first)
-    run_scores = _scores(result.evals, result.losses, alive.size, num_seeds)
+    run_scores, finite_run = _scores(result.evals, result.losses, alive.size,
+                                     num_seeds)
     seed_scores[rung, alive] = run_scores
     mean = np.where(np.all(np.isfinite(run_scores), axis=1),
                     run_scores.mean(axis=1), np.inf)
     scores[rung, alive] = mean
-    if rung == 0 and not np.any(np.isfinite(mean)):
-      diverged = int(np.max(np.asarray(tests.diverged_step)))
-      raise ValueError(
-          f'every candidate diverged: rates {candidates[0]:.3g} to'
-          f' {candidates[-1]:.3g}, read off range tests that diverged at'
-          f' step {diverged} of {range_test_steps}'
-          + (f' (lr {_suggest.curves(tests).diverged_lr:.3g})'
-             if _suggest.curves(tests).diverged_lr is not None else '')
-          + '. Check the model and loss at small rates, or lower start_lr.'
-      )
+    if not np.any(np.isfinite(mean)):
+      raise _all_diverged(rung, first, int(steps[rung]), candidates[alive],
+                          finite_run, tests, range_test_steps)
+    if rung == 0:
+      _check_separable(mean, candidates)
     if rung + 1 < num_rungs:
       keep = np.argsort(mean, kind='stable')[:counts[rung + 1]]
       keep = np.sort(keep)
@@ -520,19 +565,14 @@ def find_lr(
       )
       alive = alive[keep]
 
-  final = scores[-1]
-  for rung in range(num_rungs - 1, -1, -1):
-    if np.any(np.isfinite(scores[rung])):
-      final = scores[rung]
-      break
-  best = int(np.nanargmin(np.where(np.isnan(final), np.inf, final)))
+  # Every rung has a finite score (checked above), so the best of the last
+  # rung is a finalist trained for the whole budget.
+  final = np.where(np.isnan(scores[-1]), np.inf, scores[-1])
+  best = int(np.argmin(final))
   learning_rate = float(candidates[best])
-  winner = None  # the chosen rate's first seed in the last sweep
-  if best in alive:
-    winner = int(np.flatnonzero(alive == best)[0] * num_seeds)
+  winner = int(np.flatnonzero(alive == best)[0] * num_seeds)
   take_winner = lambda tree: (
-      None if winner is None or tree is None else
-      jax.tree.map(lambda x: x[winner], tree))
+      None if tree is None else jax.tree.map(lambda x: x[winner], tree))
   assert result is not None  # num_rungs >= 1 was checked.
   max_lr = CLR_MAX_FACTOR * learning_rate
   return FindLRResult(

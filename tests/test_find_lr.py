@@ -193,10 +193,65 @@ def test_non_finite_runs_score_inf_and_are_never_chosen():
                                    == result.learning_rate)[0]]
 
 
+def _blows_up_after(step):
+  """A schedule factory whose rate jumps a million-fold after ``step``."""
+  return lambda lr: optax.piecewise_constant_schedule(lr, {step: 1e6})
+
+
 def test_every_candidate_diverging_is_refused_with_the_range_tests():
   with pytest.raises(ValueError, match='every candidate diverged.*step'):
+    optax_clr.find_lr(loss_fn, jnp.zeros(DIM), optax.sgd, BATCHES, eval_fn,
+                      schedule=_blows_up_after(4), num_rungs=1)
+
+
+def test_non_finite_scores_with_finite_training_name_eval_fn():
+  with pytest.raises(ValueError, match='eval_fn returned a non-finite score'
+                     '.*every training loss was finite'):
     optax_clr.find_lr(loss_fn, jnp.zeros(DIM), optax.sgd, BATCHES,
                       lambda w: jnp.nan * jnp.sum(w), num_rungs=1)
+
+
+def test_finalists_diverging_by_the_last_rung_are_refused():
+  # Rungs score at steps 16 and 32 and 64: finite until the rate jumps at 40.
+  with pytest.raises(ValueError, match='diverged between step 32 and step 64'):
+    optax_clr.find_lr(loss_fn, jnp.zeros(DIM), optax.sgd, BATCHES, eval_fn,
+                      schedule=_blows_up_after(40), num_seeds=1)
+
+
+@pytest.mark.parametrize('kwargs', [
+    dict(schedule=lambda lr: optax.constant_schedule(0.01)),
+    dict(optimizer=lambda lr: optax.sgd(0.01)),
+    dict(eval_fn=lambda w: 0.25),
+], ids=['constant-schedule', 'optimizer-ignores-rate', 'constant-eval'])
+def test_candidates_that_cannot_be_told_apart_are_refused(kwargs):
+  args = dict(optimizer=optax.sgd, eval_fn=eval_fn)
+  args.update(kwargs)
+  with pytest.raises(ValueError, match='cannot tell the candidates apart'):
+    optax_clr.find_lr(loss_fn, jnp.zeros(DIM), args.pop('optimizer'),
+                      BATCHES, args.pop('eval_fn'), num_seeds=1, **args)
+
+
+def test_a_tie_at_the_last_rung_goes_to_the_smaller_rate():
+  plain = one_seed()
+  floor = float(np.median(plain.scores[0]))  # the better half all score this
+  coarse = lambda w: jnp.maximum(eval_fn(w), floor)
+  result = optax_clr.find_lr(loss_fn, jnp.zeros(DIM), optax.sgd, BATCHES,
+                             coarse, num_seeds=1)
+  last = result.scores[-1]
+  tied = np.flatnonzero(last == np.nanmin(last))
+  assert np.nanmin(last) == pytest.approx(floor)
+  assert tied.size >= 2
+  assert result.learning_rate == result.candidates[tied[0]]
+
+
+@pytest.mark.parametrize('span, match', [
+    (50.0, 'below float32.s smallest normal'),
+    (1e-9, 'too narrow'),
+])
+def test_span_that_float32_cannot_hold_is_refused(span, match):
+  with pytest.raises(ValueError, match=f'span={span!r}.*{match}'):
+    optax_clr.find_lr(loss_fn, jnp.zeros(DIM), optax.sgd, BATCHES, eval_fn,
+                      span=span, num_seeds=1, num_rungs=1)
 
 
 def test_flat_curves_are_refused():
@@ -212,7 +267,7 @@ def test_flat_curves_are_refused():
     (dict(loss_fn=None), TypeError, 'loss_fn'),
     (dict(optimizer=lambda lr: 'sgd'), TypeError, 'GradientTransformation'),
     (dict(batches={'x': X[:3], 'y': Y[:3]}), ValueError,
-     'too few for num_rungs=3'),
+     'num_rungs=3 is too many for 3 steps'),
     (dict(batches={'x': X[:8], 'y': Y[:9]}), ValueError, 'leading'),
     (dict(num_candidates=1), ValueError, 'num_candidates'),
     (dict(num_seeds=0), ValueError, 'num_seeds'),
@@ -227,6 +282,25 @@ def test_flat_curves_are_refused():
     (dict(accumulation_steps=3), ValueError,
      'not a multiple of accumulation_steps=3'),
     (dict(progress='yes'), TypeError, 'progress'),
+    (dict(eval_fn=lambda w: {'mse': eval_fn(w)}), ValueError,
+     'not a container.*dict'),
+    (dict(schedule=lambda lr: 'warmup'), TypeError, 'schedule'),
+    (dict(schedule=lambda lr: None), TypeError, 'schedule.*None'),
+    (dict(schedule=lambda lr: optax.constant_schedule(jnp.ones(3) * lr)),
+     TypeError, 'schedule.*shape \\(3,\\)'),
+    (dict(schedule=lambda lr: optax.warmup_cosine_decay_schedule(
+        0.0, lr, 8, STEPS)), TypeError, 'schedule\\(lr\\) must accept a traced'),
+    (dict(params=jnp.zeros(DIM, jnp.int32)), TypeError,
+     'params has dtype int32'),
+    (dict(key=0), TypeError, 'key must be a jax.random key.*int 0'),
+    (dict(key=1.5), TypeError, 'key must be a jax.random key.*float'),
+    (dict(key=jax.random.split(jax.random.key(0), 3)), ValueError,
+     'key must be one jax.random key.*shape \\(3,\\)'),
+    (dict(num_rungs=10**6), ValueError, 'num_rungs=1000000 is too many.*at'
+     ' most 7 rungs'),
+    (dict(span=100.0), ValueError, 'span must be at most 76.5'),
+    (dict(mesh=jax.sharding.Mesh(np.array(jax.devices()[:1]), ('x',))),
+     ValueError, "find_lr needs mesh to have a 'models' axis"),
 ])
 def test_bad_input_is_named_before_compiling(kwargs, error, match):
   traces = []
