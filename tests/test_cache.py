@@ -91,15 +91,21 @@ def test_entries_of_fresh_callables_do_not_accumulate():
 
 def test_callback_while_lock_is_held_defers_the_drop():
   cache = _cache.ProgramCache()
-  fn = lambda x: x
-  cache.get((fn,), 'static', lambda refs: object())
-  with cache._lock:  # pylint: disable=protected-access
-    del fn  # Its callback finds the lock taken and only marks the cache.
-    gc.collect()
-    assert len(cache) == 1
-  other = lambda x: x
-  cache.get((other,), 'static', lambda refs: object())  # Purges first.
-  assert len(cache) == 1
+  sizes = []
+
+  def scenario():
+    fn = lambda x: x
+    cache.get((fn,), 'static', lambda refs: object())
+    with cache._lock:  # pylint: disable=protected-access
+      del fn  # Its callback finds the lock taken and only marks the cache.
+      gc.collect()
+      sizes.append(len(cache))
+    other = lambda x: x
+    cache.get((other,), 'static', lambda refs: object())  # Purges first.
+    sizes.append(len(cache))
+
+  assert _in_thread(scenario), 'a callback waited on the held lock'
+  assert sizes == [1, 1]
 
 
 def _run(source: str) -> subprocess.CompletedProcess:
