@@ -18,6 +18,7 @@ import optax
 from optax_clr import _cache
 from optax_clr import _checks
 from optax_clr import _find_lr_checks
+from optax_clr import _find_lr_plan
 from optax_clr import _mesh
 from optax_clr import _progress
 from optax_clr import _range_test
@@ -28,6 +29,8 @@ from optax_clr import _sweep
 # schedule between half and twice it.
 CLR_MAX_FACTOR = _suggest.CLR_MAX_FACTOR
 CLR_RATIO = 4.0
+rung_steps = _find_lr_plan.rung_steps
+survivors = _find_lr_plan.survivors
 
 
 class FindLRResult(NamedTuple):
@@ -57,6 +60,10 @@ class FindLRResult(NamedTuple):
     params: the parameters of the chosen rate's first seed after the whole
       budget (the data order of ``batches`` as given, ``key`` as given).
     model_state: its model state (None without one).
+    opt_state: its optimizer state, ``optimizer(learning_rate).init(params)``
+      (with ``schedule``: ``optimizer(schedule(learning_rate))``) advanced
+      by the whole budget, so training can go on or be checkpointed from
+      it; an ``optax.MultiSteps`` state with ``accumulation_steps > 1``.
   """
 
   learning_rate: float
@@ -71,6 +78,7 @@ class FindLRResult(NamedTuple):
   cost_steps: int
   params: Any = None
   model_state: Any = None
+  opt_state: Any = None
 
 
 def _sweep_optimizer(optimizer_ref, schedule_ref, accumulation_steps):
@@ -116,21 +124,6 @@ def _wrapped(optimizer, schedule, eval_fn, stateful, accumulation_steps):
       lambda refs: _sweep_eval(refs[0], stateful),
   )
   return sweep_optimizer, sweep_eval
-
-
-def rung_steps(num_steps: int, num_rungs: int, reduction: int) -> np.ndarray:
-  """The updates done when each rung is scored: ``num_steps / reduction^i``."""
-  return np.array([
-      num_steps // reduction ** (num_rungs - 1 - r) for r in range(num_rungs)
-  ])
-
-
-def survivors(num_candidates: int, num_rungs: int, reduction: int) -> list[int]:
-  """How many candidates each rung trains: ``ceil(n / reduction)`` each."""
-  counts = [num_candidates]
-  for _ in range(num_rungs - 1):
-    counts.append(math.ceil(counts[-1] / reduction))
-  return counts
 
 
 def _orders(num_steps, length, count, rng, *, identity_first):
@@ -249,16 +242,17 @@ def find_lr(
     has_aux: bool = False,
     data: Any = None,
     schedule: Callable[[Any], optax.Schedule] | None = None,
-    num_candidates: int = 8,
-    num_seeds: int = 2,
-    num_rungs: int = 3,
-    reduction: int = 2,
+    num_candidates: int | None = None,
+    num_seeds: int | None = None,
+    num_rungs: int | None = None,
+    reduction: int | None = None,
     span: float = 2.0,
-    num_range_tests: int = 3,
-    range_test_steps: int = 100,
+    num_range_tests: int | None = None,
+    range_test_steps: int | None = None,
     start_lr: float = 1e-7,
     end_lr: float = 10.0,
     seed: int = 0,
+    max_cost: float | None = None,
     accumulation_steps: int = 1,
     mesh: jax.sharding.Mesh | None = None,
     progress: Any = False,
@@ -302,11 +296,20 @@ def find_lr(
   were non-finite), and so is a first rung whose candidates all score the
   same (an ``eval_fn``, optimizer or schedule that ignores the rate).
 
-  With the defaults (8 candidates, 2 seeds, 3 rungs, :math:`\eta = 2`) the
-  candidates train :math:`2 \cdot (8 B / 4 + 4 B / 4 + 2 B / 2) = 8 B`
-  steps, plus :math:`3 \times 100` for the range tests: about 13 % of a
-  grid search of 21 rates × 3 seeds. Measured against such a grid on the
-  suite of ``benchmarks/suggest.py``, see ``docs/suggestion_quality.md``.
+  **Cost.** Every update of every model counts, range tests included:
+  :math:`C = T m + s \sum_r n_r (b_r - b_{r-1})` for :math:`T` range tests
+  of :math:`m` steps and :math:`s` seeds (``result.cost_steps``). Options
+  left as None take the thorough search's values (8 candidates, 2 seeds, 3
+  rungs, :math:`\eta = 2`, three 100-step range tests: :math:`8 B + 300`
+  updates, about 13 % of a grid of 21 rates x 3 seeds, measured in
+  ``docs/suggestion_quality.md``), or, with ``max_cost``, the largest search
+  with :math:`C \le` ``max_cost`` :math:`\cdot B`: one range test of
+  :math:`B / 8` steps (10 to 100), then one seed of up to 8 candidates to
+  :math:`B / 8`, the best continued to :math:`B` (4 candidates at
+  ``max_cost=1.5``: :math:`B/8 + 4 B/8 + 7 B/8 = 1.5 B`). The winner's run is
+  the training run: ``result.params``, ``model_state`` and ``opt_state``
+  are its state after the whole budget, equal to an uninterrupted run at
+  the chosen rate.
 
   Hyperparameters that are not concrete (traced under ``jit`` or ``vmap``)
   are not checked: ``find_lr`` is a host-side driver, call it outside
@@ -358,6 +361,11 @@ def find_lr(
     start_lr: the range tests' first rate.
     end_lr: the range tests' last rate.
     seed: seeds the data orders (NumPy's ``default_rng``).
+    max_cost: None, or the bound on the whole cost in budgets,
+      :math:`C \le` ``max_cost`` :math:`\cdot B` (``>= 1``): the options
+      left as None are filled with the largest search that fits, and a
+      search that cannot fit is refused before anything trains. (The
+      self-tuning track of the AlgoPerf benchmark grants 1.5.)
     accumulation_steps: :math:`A \ge 1` microbatches per optimizer step:
       ``batches`` then holds :math:`B \cdot A` microbatches, the range tests
       run with ``accumulation_steps=A`` and the candidates' optimizers are
@@ -422,22 +430,15 @@ def find_lr(
   if schedule is not None:
     schedule = _checks.check_callable('schedule', schedule)
   has_aux = _checks.check_bool('has_aux', has_aux)
-  _checks.check_step_count('num_candidates', num_candidates, minimum=2)
-  _checks.check_step_count('num_seeds', num_seeds)
-  _checks.check_step_count('num_rungs', num_rungs)
-  _checks.check_step_count('reduction', reduction, minimum=2)
   _checks.check_number('span', span, lower=0.0, lower_open=True)
   _find_lr_checks.check_span(float(span))
-  _checks.check_step_count('num_range_tests', num_range_tests)
-  _checks.check_step_count('range_test_steps', range_test_steps, minimum=2)
+  if max_cost is not None:
+    _checks.check_number('max_cost', max_cost, lower=1.0)
+    max_cost = float(max_cost)
   _checks.check_step_count('seed', seed, minimum=0)
   _checks.check_step_count('accumulation_steps', accumulation_steps)
   accumulation_steps = int(accumulation_steps)
   _progress.check(progress)
-  num_candidates, num_seeds = int(num_candidates), int(num_seeds)
-  num_rungs, reduction = int(num_rungs), int(reduction)
-  num_range_tests, range_test_steps = int(num_range_tests), int(
-      range_test_steps)
   num_steps = _sweep._num_steps(batches, None)  # pylint: disable=protected-access
   if num_steps % accumulation_steps:
     raise ValueError(
@@ -445,7 +446,14 @@ def find_lr(
         f' accumulation_steps={accumulation_steps}.'
     )
   num_steps //= accumulation_steps
-  _find_lr_checks.check_rungs(num_rungs, reduction, num_steps)
+  plan = _find_lr_plan.resolve(
+      num_steps, max_cost, num_candidates=num_candidates,
+      num_seeds=num_seeds, num_rungs=num_rungs, reduction=reduction,
+      num_range_tests=num_range_tests, range_test_steps=range_test_steps)
+  num_candidates, num_seeds = plan.num_candidates, plan.num_seeds
+  num_rungs, reduction = plan.num_rungs, plan.reduction
+  num_range_tests, range_test_steps = (plan.num_range_tests,
+                                       plan.range_test_steps)
   microbatches = lambda tree, axis: tree
   if accumulation_steps > 1:
     # From here on a step is an update, its microbatches along axis 1.
@@ -588,4 +596,5 @@ def find_lr(
       cost_steps=int(cost),
       params=take_winner(result.params),
       model_state=take_winner(result.model_state),
+      opt_state=take_winner(result.opt_state),
   )

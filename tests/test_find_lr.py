@@ -299,6 +299,8 @@ def test_flat_curves_are_refused():
     (dict(num_rungs=10**6), ValueError, 'num_rungs=1000000 is too many.*at'
      ' most 7 rungs'),
     (dict(span=100.0), ValueError, 'span must be at most 76.5'),
+    (dict(max_cost=0.5), ValueError, 'max_cost'),
+    (dict(max_cost='1.5'), TypeError, 'max_cost'),
     (dict(mesh=jax.sharding.Mesh(np.array(jax.devices()[:1]), ('x',))),
      ValueError, "find_lr needs mesh to have a 'models' axis"),
 ])
@@ -329,3 +331,41 @@ def test_schedule_chooses_the_peak_of_a_warmup():
     for t in range(STEPS):
       w = sgd_by_hand(lr * min(t / (STEPS // 8), 1.0), [t], w)
     assert result.scores[0, i] == pytest.approx(val_mse(w), rel=2e-3)
+
+
+def momentum_by_hand(lr, steps, momentum=0.9):
+  """SGD with momentum (optax.sgd's trace) on the batches in order, float64."""
+  w, trace = np.zeros(DIM), np.zeros(DIM)
+  for t in steps:
+    x, y = X[t].astype(np.float64), Y[t].astype(np.float64)
+    trace = 2.0 / BATCH * x.T @ (x @ w - y) + momentum * trace
+    w = w - lr * trace
+  return w, trace
+
+
+def test_max_cost_bounds_the_search_and_returns_the_trained_run():
+  momentum = functools.partial(optax.sgd, momentum=0.9)
+  result = optax_clr.find_lr(loss_fn, jnp.zeros(DIM), momentum, BATCHES,
+                             eval_fn, max_cost=1.5)
+  # One range test of 10 steps, 3 candidates to STEPS // 8, one to STEPS.
+  assert result.cost_steps == 10 + 3 * 8 + (STEPS - 8) <= 1.5 * STEPS
+  assert result.rung_steps.tolist() == [8, STEPS]
+  assert result.candidates.shape == (3,)
+  assert np.isfinite(result.scores[1]).sum() == 1
+  w, trace = momentum_by_hand(result.learning_rate, range(STEPS))
+  np.testing.assert_allclose(result.params, w, rtol=1e-3)
+  np.testing.assert_allclose(result.opt_state[0].trace, trace, rtol=1e-3,
+                             atol=1e-5)
+
+
+def test_max_cost_refuses_a_search_that_cannot_fit_before_training():
+  traces = []
+
+  def counted_loss(w, batch):
+    traces.append(1)
+    return loss_fn(w, batch)
+
+  with pytest.raises(ValueError, match='max_cost=1.5 allows 96 updates'):
+    optax_clr.find_lr(counted_loss, jnp.zeros(DIM), optax.sgd, BATCHES,
+                      eval_fn, max_cost=1.5, num_seeds=2)
+  assert not traces
