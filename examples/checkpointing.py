@@ -11,15 +11,18 @@ own temporary directory, renamed when complete), the primary process writes
 the digest into it, and renames it to ``checkpoints/<epoch>``. Only that
 last rename makes a checkpoint visible, so a kill at any point of a save
 leaves the previous checkpoints as they were and no listed checkpoint
-without its digest; the partial write is removed on the next start. The
-digest is checked before Orbax reads a checkpoint: this catches truncated or
+without its digest; the partial write is removed on the next start (at
+once when the save fails with an error, a full disk say). The digest is
+checked before Orbax reads a checkpoint: this catches truncated or
 flipped bytes (a failed read inside Orbax leaves TensorStore callbacks firing
 into a closed event loop).
 
-On restore the newest intact checkpoint is used. Damaged ones are moved
-aside (never deleted) into ``<workdir>/corrupt_checkpoints/`` with a message;
-if none is intact, :class:`CheckpointError` stops the run rather than
-silently starting from scratch.
+On restore the newest intact checkpoint is used; with ``step_key``, one
+whose record names another step than its directory counts as damaged too.
+Damaged ones are moved aside (never deleted) into
+``<workdir>/corrupt_checkpoints/`` with a message; if none is intact,
+:class:`CheckpointError` stops the run rather than silently starting from
+scratch.
 
 ``examples/workdir_lock.py`` keeps a second run out of a workdir in use;
 its names are re-exported here.
@@ -175,12 +178,19 @@ class Checkpointer:
     if self._primary and os.path.exists(staging):
       shutil.rmtree(staging)  # a save of this epoch that was interrupted
     self._sync('optax_clr_checkpoint_staging')
-    self._orbax.save(staging, args=ocp.args.Composite(
-        state=ocp.args.StandardSave(state),
-        record=ocp.args.JsonSave(dict(record)),
-    ))
+    try:
+      self._orbax.save(staging, args=ocp.args.Composite(
+          state=ocp.args.StandardSave(state),
+          record=ocp.args.JsonSave(dict(record)),
+      ))
+      if self._primary:
+        _write_digests(staging)
+    except Exception:
+      # A failed write (a full disk): leave nothing partial behind. A kill
+      # (no exception) leaves it to the next start.
+      self._remove_staging(staging)
+      raise
     if self._primary:
-      _write_digests(staging)
       final = os.path.join(self.directory, str(epoch))
       if os.path.exists(final):
         self._set_aside([epoch], sync=False)
@@ -190,7 +200,8 @@ class Checkpointer:
     self._sync('optax_clr_checkpoint_commit')
 
   def restore(
-      self, make_target: Callable[[dict[str, Any]], Any]
+      self, make_target: Callable[[dict[str, Any]], Any], *,
+      step_key: str | None = None,
   ) -> tuple[Any, dict[str, Any]] | None:
     """Restores the newest intact checkpoint.
 
@@ -199,6 +210,9 @@ class Checkpointer:
         read; returns a state pytree with the structure, dtypes and
         shardings to restore into. It may raise (a config that does not
         match the record): the error propagates and nothing is changed.
+      step_key: the record's entry that must equal the checkpoint's name
+        (the step or epoch it was saved as); a checkpoint whose record
+        names another is damaged like one whose digest differs.
 
     Returns:
       ``(state, record)``, or None when the directory holds no checkpoint.
@@ -225,6 +239,13 @@ class Checkpointer:
       record = dict(self._orbax.restore(
           path, args=ocp.args.Composite(record=ocp.args.JsonRestore())
       ).record)
+      if step_key is not None and record.get(step_key) != step:
+        error = (f'its record names {step_key} {record.get(step_key)!r},'
+                 f' not {step}')
+        errors.append(f'{path}: {error}')
+        self._log(f'Checkpoint {path} is damaged ({error}); trying an older'
+                  ' one.')
+        continue
       target = make_target(record)
       try:
         restored = self._orbax.restore(path, args=ocp.args.Composite(
@@ -263,6 +284,26 @@ class Checkpointer:
         self._log(f'Removed partial writes of an interrupted save from'
                   f' {self.directory}: {", ".join(partial)}.')
     self._sync('optax_clr_remove_partial_writes')
+
+  def _remove_staging(self, staging: str) -> None:
+    """Removes a failed save's staging directory and Orbax's copy of it.
+
+    Orbax raises on the first failed write while TensorStore may still be
+    finishing others into the directory: it is removed until it stays away
+    (two looks in a row, a second at most).
+    """
+    if not self._primary:
+      return
+    base = os.path.basename(staging)
+    deadline = time.monotonic() + 1.0
+    quiet = 0
+    while quiet < 2 and time.monotonic() < deadline:
+      names = [name for name in os.listdir(self.directory)
+               if name == base or name.startswith(base + '.')]
+      for name in names:
+        shutil.rmtree(os.path.join(self.directory, name), ignore_errors=True)
+      quiet = 0 if names else quiet + 1
+      time.sleep(0.05)
 
   def _delete(self, steps: list[int]) -> None:
     """Deletes old checkpoints: renamed out of the listing first."""

@@ -4,10 +4,18 @@ One JSON object per training step: ``step`` (the optimizer's update count,
 0-based, so ``lr == schedule(step)``), ``epoch`` (0-based), ``lr``, ``loss``
 and ``accuracy`` of the batch; the last step of each epoch also carries
 ``test_loss`` and ``test_accuracy``.
+
+Every line is strict JSON: a NaN or infinite value is written as ``null``
+(:func:`dumps`, which the LM trainer's log uses too), never as the bare
+``NaN`` that Python's ``json`` writes and other readers refuse. Files and
+plots are replaced atomically (:func:`write_atomically`), so a failed write
+(a full disk) leaves the previous version, not a cut one.
 """
 
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Iterator, Sequence
+import contextlib
 import json
+import math
 import os
 from typing import Any
 
@@ -51,39 +59,89 @@ class MetricsLog:
     if keep_epochs:
       self.records = _records_of_epochs(path, keep_epochs)
     try:
-      _replace(path, ''.join(_line(r) for r in self.records))
+      write_atomically(path, ''.join(_line(r) for r in self.records))
     except OSError as error:
       raise MetricsError(f'Cannot write {path}: {error}.') from error
 
   def extend(self, records: Iterable[Record]) -> None:
-    """Appends whole records and waits until they are on disk."""
+    """Appends whole records and waits until they are on disk.
+
+    Raises:
+      OSError: the write failed (a full disk); the file is cut back to the
+        records it held before, and the error names it.
+    """
     records = list(records)
     if not records:
       return
     payload = ''.join(_line(r) for r in records).encode()
     fd = os.open(self.path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
     try:
-      view = memoryview(payload)
-      while view:
-        view = view[os.write(fd, view):]
-      os.fsync(fd)
+      size = os.fstat(fd).st_size
+      try:
+        view = memoryview(payload)
+        while view:
+          view = view[os.write(fd, view):]
+        os.fsync(fd)
+      except OSError as error:
+        with contextlib.suppress(OSError):
+          os.ftruncate(fd, size)  # no cut line left behind
+        raise OSError(error.errno, error.strerror, self.path) from error
     finally:
       os.close(fd)
     self.records.extend(records)
 
 
+def _finite(value: Any) -> Any:
+  """``value`` with every NaN or infinite float (nested too) as None."""
+  if isinstance(value, float) and not math.isfinite(value):
+    return None
+  if isinstance(value, dict):
+    return {key: _finite(item) for key, item in value.items()}
+  if isinstance(value, (list, tuple)):
+    return [_finite(item) for item in value]
+  return value
+
+
+def dumps(value: Any) -> str:
+  """``value`` as strict JSON: NaN and infinities are written as ``null``."""
+  return json.dumps(_finite(value), allow_nan=False)
+
+
 def _line(record: Record) -> str:
-  return json.dumps(record) + '\n'
+  return dumps(record) + '\n'
 
 
-def _replace(path: str, text: str) -> None:
-  """Writes ``path`` atomically (temporary file, fsync, rename)."""
+@contextlib.contextmanager
+def _replacing(path: str) -> Iterator[str]:
+  """Yields a temporary name, renamed to ``path`` once the block is done.
+
+  Raises:
+    OSError: the block or the rename failed; the temporary file is removed,
+      ``path`` is as it was, and the error names ``path`` (a failed
+      ``write`` or ``flush`` names no file).
+  """
   tmp = path + '.tmp'
-  with open(tmp, 'w') as f:
+  try:
+    yield tmp
+    os.replace(tmp, path)
+  except BaseException as error:
+    with contextlib.suppress(OSError):
+      os.remove(tmp)
+    if isinstance(error, OSError) and error.errno and error.filename is None:
+      raise OSError(error.errno, error.strerror, path) from error
+    raise
+
+
+def write_atomically(path: str, text: str) -> None:
+  """Writes ``path`` atomically (temporary file, fsync, rename).
+
+  Raises:
+    OSError: the write failed; ``path`` is as it was.
+  """
+  with _replacing(path) as tmp, open(tmp, 'w') as f:
     f.write(text)
     f.flush()
     os.fsync(f.fileno())
-  os.replace(tmp, path)
   directory = os.open(os.path.dirname(os.path.abspath(path)), os.O_RDONLY)
   try:
     os.fsync(directory)
@@ -169,6 +227,9 @@ def read_metrics(path: str) -> list[Record]:
 def plot_metrics(records: Sequence[Record], workdir: str) -> list[str]:
   """Writes ``loss.png``, ``accuracy.png``, ``lr.png`` and ``training.png``.
 
+  Each is drawn into a temporary file and renamed, so a failed write (a
+  full disk) leaves no cut image.
+
   Args:
     records: the metrics records.
     workdir: the folder to write into.
@@ -187,16 +248,23 @@ def plot_metrics(records: Sequence[Record], workdir: str) -> list[str]:
     fig, ax = plt.subplots(figsize=(5, 3.5), layout='constrained')
     _draw(ax, name, records)
     paths.append(os.path.join(workdir, f'{name}.png'))
-    fig.savefig(paths[-1], dpi=120)
-    plt.close(fig)
+    _save(plt, fig, paths[-1])
   fig, axes = plt.subplots(1, len(PLOTS), figsize=(13, 3.5),
                            layout='constrained')
   for ax, name in zip(axes, PLOTS):
     _draw(ax, name, records)
   paths.append(os.path.join(workdir, 'training.png'))
-  fig.savefig(paths[-1], dpi=120)
-  plt.close(fig)
+  _save(plt, fig, paths[-1])
   return paths
+
+
+def _save(plt: Any, fig: Any, path: str) -> None:
+  """Saves and closes ``fig``: a temporary file renamed to ``path``."""
+  try:
+    with _replacing(path) as tmp:
+      fig.savefig(tmp, dpi=120, format='png')
+  finally:
+    plt.close(fig)
 
 
 def _draw(ax: Any, name: str, records: Sequence[Record]) -> None:

@@ -1,7 +1,11 @@
 """examples/lm: the byte-level transformer, its data, trainer and comparison."""
 
 import dataclasses
+import json
 import os
+import shutil
+import subprocess
+import sys
 
 import jax
 import jax.numpy as jnp
@@ -9,6 +13,7 @@ import numpy as np
 import orbax.checkpoint as ocp
 import pytest
 
+from examples import checkpointing
 from examples.lm import compare
 from examples.lm import data
 from examples.lm import model as model_lib
@@ -16,6 +21,10 @@ from examples.lm import schedules
 from examples.lm import train
 
 QUICK = train.Config(**train.QUICK)
+REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+# Two updates, a log window each, one checkpoint: seconds, mostly compiling.
+TINY = ('--quick', '--steps', '2', '--warmup-steps', '0', '--log-every', '1',
+        '--checkpoint-every', '2', '--no-progress')
 
 
 def wsd_1_sqrt(step, peak, total, decay, warmup):
@@ -180,3 +189,130 @@ def test_sweeps_in_chunks_equal_one_sweep():
   np.testing.assert_array_equal(chunked.eval_steps, whole.eval_steps)
   for got, want in zip(chunked[:3], whole[:3]):
     np.testing.assert_allclose(got, want, rtol=1e-5)
+
+
+# The trainer's reliability (docs/trainer_reliability.md, "The LM trainer").
+
+_BAD_FLAGS = [
+    (['--batch-size', '0'], '--batch-size', '0'),
+    (['--quick', '--batch-size', '0'], '--batch-size', '0'),
+    (['--eval-windows', '0'], '--eval-windows', '0'),
+    (['--log-every', '0'], '--log-every', '0'),
+    (['--checkpoint-every', '0'], '--checkpoint-every', '0'),
+    (['--context', '0'], '--context', '0'),
+    (['--steps', '0'], '--steps', '0'),
+    (['--d-model', '-8'], '--d-model', '-8'),
+    (['--num-layers', '0'], '--num-layers', '0'),
+    (['--num-heads', '3'], '--num-heads', '3'),
+    (['--peak-lr', 'nan'], '--peak-lr', 'nan'),
+    (['--peak-lr', '0'], '--peak-lr', '0'),
+    (['--warmup-steps', '-1'], '--warmup-steps', '-1'),
+    (['--warmup-steps', '300'], '--warmup-steps', '300'),
+    (['--decay-fraction', '1.5'], '--decay-fraction', '1.5'),
+    (['--decay-fraction', '0.95'], '--decay-fraction', '0.95'),
+    (['--weight-decay', 'inf'], '--weight-decay', 'inf'),
+    (['--seed', '-1'], '--seed', '-1'),
+]
+
+
+@pytest.mark.parametrize('flags,name,value', _BAD_FLAGS,
+                         ids=[' '.join(f) for f, _, _ in _BAD_FLAGS])
+def test_bad_flag_is_refused_by_name(tmp_path, capsys, flags, name, value):
+  workdir = tmp_path / 'run'
+  with pytest.raises(SystemExit) as info:
+    train.main([*flags, '--workdir', str(workdir), '--no-progress'])
+  assert info.value.code == 2
+  error = capsys.readouterr().err.strip().splitlines()[-1]
+  assert 'error: ' in error and name in error and value in error, error
+  assert not workdir.exists()
+
+
+def test_bad_config_is_refused_before_the_workdir(tmp_path):
+  with pytest.raises(ValueError, match='--log-every must be a whole number'):
+    train.train_and_evaluate(dataclasses.replace(QUICK, log_every=0),
+                             str(tmp_path / 'run'), progress=False)
+  with pytest.raises(ValueError, match='--context must be at most'):
+    train.train_and_evaluate(dataclasses.replace(QUICK, context=10**9),
+                             str(tmp_path / 'run'), progress=False)
+  assert not (tmp_path / 'run').exists()
+
+
+def _strict_json(text):
+  def refuse(constant):
+    raise ValueError(f'{constant} is not JSON')
+  return json.loads(text, parse_constant=refuse)
+
+
+def test_metrics_are_json_when_the_loss_is_nan(tmp_path, capsys):
+  workdir = tmp_path / 'run'
+  assert train.main([*TINY, '--peak-lr', '1e30', '--workdir',
+                     str(workdir)]) == 0  # diverges at once
+  lines = (workdir / 'metrics.jsonl').read_text().splitlines()
+  records = [_strict_json(line) for line in lines]
+  assert [r['step'] for r in records] == [0, 1]
+  assert records[-1]['loss'] is None and records[-1]['val_bpb'] is None
+  final = _strict_json(capsys.readouterr().out.strip().splitlines()[-1])
+  assert final == {'val_bpb': None, 'step': 2}
+
+
+def test_damaged_newest_checkpoint_falls_back(quick, tmp_path, capsys):
+  reference, final = quick
+  workdir = str(tmp_path / 'run')
+  shutil.copytree(reference, workdir)
+  state = os.path.join(workdir, 'checkpoints', '60', 'state')
+  largest = max((os.path.join(folder, name)
+                 for folder, _, names in os.walk(state) for name in names),
+                key=os.path.getsize)
+  with open(largest, 'r+b') as f:
+    f.seek(os.path.getsize(largest) // 2)
+    byte = f.read(1)
+    f.seek(-1, os.SEEK_CUR)
+    f.write(bytes([byte[0] ^ 0xFF]))
+
+  resumed = train.train_and_evaluate(QUICK, workdir, progress=False)
+
+  output = capsys.readouterr().out
+  assert 'checkpoints/60 is damaged' in output and 'does not match' in output
+  assert resumed == final  # steps 30-59 again, from checkpoint 30
+  with open(os.path.join(workdir, 'metrics.jsonl')) as f, open(
+      os.path.join(reference, 'metrics.jsonl')) as g:
+    assert f.read() == g.read()
+  moved, = os.listdir(os.path.join(workdir, checkpointing.CORRUPT_SUBDIR))
+  assert moved.startswith('60-')
+
+
+# Runs a module with RLIMIT_FSIZE set: a real limit of the kernel, not a
+# patched function. No small file system can be mounted in the test sandbox
+# (no root), and this is the nearest real thing: every write past the limit
+# fails in the kernel with EFBIG, in Python's writes and in TensorStore's
+# alike, as a full disk fails them with ENOSPC (the ENOSPC forms are tested
+# in test_trainer_reliability.py). SIGXFSZ is ignored so that the write
+# fails instead of killing the process.
+_FILE_SIZE_LIMITED = '''
+import resource, runpy, signal, sys
+signal.signal(signal.SIGXFSZ, signal.SIG_IGN)
+limit = int(sys.argv.pop(1))
+resource.setrlimit(resource.RLIMIT_FSIZE, (limit, limit))
+sys.argv[0] = module = sys.argv.pop(1)
+runpy.run_module(module, run_name='__main__', alter_sys=True)
+'''
+
+
+def test_full_disk_is_one_line_and_leaves_nothing_partial(tmp_path):
+  # 64 KiB: the metrics fit, the checkpoint's arrays (180 KB) do not.
+  workdir = str(tmp_path / 'run')
+  result = subprocess.run(
+      [sys.executable, '-c', _FILE_SIZE_LIMITED, str(64 * 1024),
+       'examples.lm.train', *TINY, '--workdir', workdir],
+      cwd=REPO, capture_output=True, text=True, timeout=300,
+      env={**os.environ, 'JAX_PLATFORMS': 'cpu'}, check=False)
+
+  assert result.returncode == 1, result.stderr
+  assert result.stderr.count('\n') == 1, result.stderr
+  assert result.stderr.startswith(
+      f'error: Cannot write {workdir}/checkpoints/staging-2: file too large')
+  assert sorted(os.listdir(workdir)) == ['checkpoints', 'metrics.jsonl',
+                                         checkpointing.LOCK_FILE]
+  assert not os.listdir(os.path.join(workdir, 'checkpoints'))
+  with open(os.path.join(workdir, 'metrics.jsonl')) as f:
+    assert [_strict_json(line)['step'] for line in f] == [0, 1]

@@ -6,6 +6,7 @@
   ``loss_fn(model, tokens)``, ``bits_per_byte(model, tokens)`` and
   ``make_optimizer(schedule)`` (clipped AdamW, decay on matrices only);
 - :mod:`examples.lm.schedules`: the schedule families, concrete or traced;
+- :mod:`examples.lm.config`: the trainer's run (``Config``) and its checks;
 - :mod:`examples.lm.train`: the trainer (``python -m examples.lm.train``);
 - :mod:`examples.lm.compare` and :mod:`examples.lm.report`: the comparison
   of ``docs/report_lm.md`` (``python -m examples.lm.compare``).

@@ -5,8 +5,10 @@ inside it, the schedule evaluated by the optimizer); the loss and the rate
 each update used stay on the device and are fetched once per log window,
 with the validation bits per byte. An Orbax checkpoint every
 ``--checkpoint-every`` steps (the log travels in its record); running again
-in the same ``--workdir`` resumes bit for bit. ``--cooldown-from`` continues
-a ``constant`` run from one of its checkpoints with a cooldown::
+in the same ``--workdir`` resumes bit for bit, from the newest intact
+checkpoint (a damaged one is moved aside, as in the digits trainer).
+``--cooldown-from`` continues a ``constant`` run from one of its
+checkpoints with a cooldown::
 
   python -m examples.lm.train --schedule wsd --decay-shape 1-sqrt
   python -m examples.lm.train --schedule cosine --peak-lr 0.006 --quick
@@ -14,12 +16,15 @@ a ``constant`` run from one of its checkpoints with a cooldown::
       --checkpoint-every 120 --workdir runs/lm-constant
   python -m examples.lm.train --schedule wsd --steps 150 --workdir runs/cd \
       --cooldown-from runs/lm-constant/checkpoints/120
+
+Every numeric flag is checked before any work (:mod:`examples.lm.config`);
+``metrics.jsonl`` is strict JSON (a NaN is ``null``), replaced atomically
+each log window; a failure (a full disk) ends in one line on stderr.
 """
 
 import argparse
 from collections.abc import Sequence
 import dataclasses
-import json
 import os
 import sys
 import time
@@ -33,66 +38,17 @@ import orbax.checkpoint as ocp
 import tqdm
 
 from examples import checkpointing
+from examples import metrics_log
+from examples import storage_errors
 from examples.lm import data
 from examples.lm import model as model_lib
 from examples.lm import schedules
+# Re-exported: the comparison and the tests read them here.
+from examples.lm.config import check_config
+from examples.lm.config import Config
+from examples.lm.config import QUICK
 
 
-@dataclasses.dataclass(frozen=True)
-class Config:
-  """A run; the defaults are the comparison's (``docs/report_lm.md``).
-
-  Attributes:
-    schedule: a family of :data:`schedules.FAMILIES`.
-    decay_shape: wsd's cooldown shape.
-    decay_fraction: wsd's cooldown over ``steps``.
-    peak_lr: the schedule's peak rate.
-    steps: the planned updates.
-    warmup_steps: the warmup of constant, cosine, wsd, inverse_sqrt.
-    batch_size: windows per update.
-    context: bytes of context per window.
-    d_model: the model's width.
-    num_layers: transformer blocks.
-    num_heads: attention heads.
-    weight_decay: AdamW's decay of the matrices.
-    seed: the initialization and the data order.
-    eval_windows: validation windows (spread evenly over the held-out files).
-    log_every: updates per log window.
-    checkpoint_every: updates between checkpoints (and at the end).
-  """
-
-  schedule: str = 'wsd'
-  decay_shape: str = '1-sqrt'
-  decay_fraction: float = 0.2
-  peak_lr: float = 0.006
-  steps: int = 300
-  warmup_steps: int = 30
-  batch_size: int = 16
-  context: int = 64
-  d_model: int = 64
-  num_layers: int = 2
-  num_heads: int = 4
-  weight_decay: float = 0.1
-  seed: int = 0
-  eval_windows: int = 256
-  log_every: int = 50
-  checkpoint_every: int = 100
-
-  def model_config(self) -> model_lib.ModelConfig:
-    return model_lib.ModelConfig(
-        context=self.context, d_model=self.d_model,
-        num_layers=self.num_layers, num_heads=self.num_heads)
-
-  def schedule_config(self) -> schedules.ScheduleConfig:
-    return schedules.ScheduleConfig(
-        self.schedule, self.steps, self.warmup_steps, self.decay_fraction,
-        self.decay_shape)
-
-
-# A smoke test: seconds of training (CI), most of its time compiling.
-QUICK = dict(steps=60, warmup_steps=6, batch_size=8, context=32, d_model=32,
-             num_layers=1, num_heads=2, eval_windows=32, log_every=10,
-             checkpoint_every=30, peak_lr=0.01)
 # What a cooldown run must share with the constant run it continues.
 _SHARED = ('decay_shape', 'peak_lr', 'warmup_steps', 'batch_size', 'context',
            'd_model', 'num_layers', 'num_heads', 'weight_decay', 'seed',
@@ -128,6 +84,17 @@ def _build(config: Config, cooldown_start: int | None):
   return model, nnx.Optimizer(model, tx, wrt=nnx.Param)
 
 
+def _load(model, optimizer, pure_state) -> None:
+  """Puts a restored state (a pure dict) into the modules."""
+  state = nnx.state((model, optimizer))
+  # Orbax returns arrays committed to a device; a fresh model's are not, and
+  # jit keys its cache on that: uncommitted copies let the continued run
+  # reuse the compiled steps instead of compiling each twice.
+  nnx.replace_by_pure_dict(state, jax.tree.map(
+      lambda x: jnp.asarray(np.asarray(x)), pure_state))
+  nnx.update((model, optimizer), state)
+
+
 def _restore(path: str, model, optimizer) -> dict[str, Any]:
   """Reads checkpoint ``path`` (digest checked) into the modules; its record."""
   try:
@@ -135,20 +102,39 @@ def _restore(path: str, model, optimizer) -> dict[str, Any]:
   except ValueError as error:
     raise checkpointing.CheckpointError(f'{path}: {error}') from error
   orbax = ocp.Checkpointer(ocp.CompositeCheckpointHandler())
-  state = nnx.state((model, optimizer))
   try:
     restored = orbax.restore(path, args=ocp.args.Composite(
-        state=ocp.args.StandardRestore(nnx.to_pure_dict(state)),
+        state=ocp.args.StandardRestore(
+            nnx.to_pure_dict(nnx.state((model, optimizer)))),
         record=ocp.args.JsonRestore()))
   finally:
     orbax.close()
-  # Orbax returns arrays committed to a device; a fresh model's are not, and
-  # jit keys its cache on that: uncommitted copies let the continued run
-  # reuse the compiled steps instead of compiling each twice.
-  nnx.replace_by_pure_dict(state, jax.tree.map(
-      lambda x: jnp.asarray(np.asarray(x)), restored.state))
-  nnx.update((model, optimizer), state)
+  _load(model, optimizer, restored.state)
   return dict(restored.record)
+
+
+def _resume(config: Config, checkpointer: checkpointing.Checkpointer, model,
+            optimizer) -> dict[str, Any] | None:
+  """Restores the workdir's newest intact checkpoint; its record, or None.
+
+  As in the digits trainer (the same :class:`checkpointing.Checkpointer`):
+  a checkpoint whose digest differs, or whose record names another step
+  than its directory, is moved aside and the next older one is used; the
+  config is compared with the record before any array is read.
+  """
+
+  def target(record: dict[str, Any]) -> Any:
+    if record.get('config') != dataclasses.asdict(config):
+      raise ValueError(f'{checkpointer.workdir} holds another run:'
+                       f' {record.get("config")}.')
+    return nnx.to_pure_dict(nnx.state((model, optimizer)))
+
+  restored = checkpointer.restore(target, step_key='step')
+  if restored is None:
+    return None
+  pure_state, record = restored
+  _load(model, optimizer, pure_state)
+  return record
 
 
 def _read_record(path: str) -> dict[str, Any]:
@@ -195,27 +181,46 @@ def train_and_evaluate(config: Config, workdir: str, *,
     ``log`` (one record per window: ``step`` of its last update, that
     update's ``lr``, the window's mean ``loss`` and ``val_bpb`` after it),
     ``val_bpb`` and ``step`` of the last record.
+
+  Raises:
+    ValueError: a flag is out of range (named), or does not match the
+      workdir's checkpoint or ``cooldown_from``'s.
+    checkpointing.CheckpointError: the workdir's checkpoints are all
+      damaged.
+    checkpointing.WorkdirError: another run holds the workdir.
+    OSError: a write failed (a full disk); no partial file or checkpoint
+      is left behind.
   """
+  check_config(config)
   corpus = data.load_corpus()
+  longest = min(len(corpus.train), len(corpus.validation)) - 2
+  if config.context > longest:
+    raise ValueError(f'--context must be at most {longest} (the held-out'
+                     f' text less 2 bytes), got {config.context}.')
+  lock = checkpointing.lock_workdir(workdir)
+  try:
+    return _train(config, workdir, corpus, cooldown_from, stop_at, progress)
+  finally:
+    lock.release()
+
+
+def _train(config: Config, workdir: str, corpus: data.Corpus,
+           cooldown_from: str | None, stop_at: int | None,
+           progress: bool) -> dict[str, Any]:
+  """:func:`train_and_evaluate` once the workdir is locked."""
   text = jnp.asarray(corpus.train)
   val = data.validation_windows(corpus, config.context, config.eval_windows)
-  lock = checkpointing.lock_workdir(workdir)
+  metrics_path = os.path.join(workdir, 'metrics.jsonl')
   checkpointer = checkpointing.Checkpointer(workdir, max_to_keep=2,
                                             log=tqdm.tqdm.write)
   try:
     start = _cooldown_start(config, cooldown_from) if cooldown_from else None
     model, optimizer = _build(config, start)
-    step, log = 0, []
-    steps_done = checkpointer.steps()
-    if steps_done:
-      record = _restore(os.path.join(checkpointer.directory,
-                                     str(steps_done[-1])), model, optimizer)
-      if record['config'] != dataclasses.asdict(config):
-        raise ValueError(f'{workdir} holds another run: {record["config"]}.')
-      step, log = record['step'], record['log']
-    elif cooldown_from:  # The constant run's state and log up to its step.
+    record = _resume(config, checkpointer, model, optimizer)
+    if record is None and cooldown_from:  # The constant run's state and log.
       record = _restore(cooldown_from, model, optimizer)
-      step, log = record['step'], record['log']
+    step, log = (record['step'], record['log']) if record else (0, [])
+    _write_metrics(metrics_path, log)  # The log of the state resumed.
     end = config.steps if stop_at is None else min(stop_at, config.steps)
     bar = tqdm.tqdm(range(step, end), disable=not progress, file=sys.stdout,
                     desc=config.schedule_config().name, dynamic_ncols=True)
@@ -232,8 +237,7 @@ def train_and_evaluate(config: Config, workdir: str, *,
                     'val_bpb': float(eval_step(model, val))})
         bar.set_postfix(loss=f'{log[-1]["loss"]:.3f}',
                         bpb=f'{log[-1]["val_bpb"]:.3f}', refresh=False)
-        with open(os.path.join(workdir, 'metrics.jsonl'), 'w') as f:
-          f.writelines(json.dumps(r) + '\n' for r in log)
+        _write_metrics(metrics_path, log)
       if (t + 1) % config.checkpoint_every == 0 or t + 1 == config.steps:
         checkpointer.save(t + 1, nnx.to_pure_dict(nnx.state(
             (model, optimizer))), {'step': t + 1, 'log': log,
@@ -241,9 +245,14 @@ def train_and_evaluate(config: Config, workdir: str, *,
     bar.close()
   finally:
     checkpointer.close()
-    lock.release()
   return {'log': log, 'val_bpb': log[-1]['val_bpb'] if log else None,
           'step': log[-1]['step'] + 1 if log else 0}
+
+
+def _write_metrics(path: str, log: list[dict[str, Any]]) -> None:
+  """Replaces ``metrics.jsonl`` atomically: strict JSON, a NaN as null."""
+  metrics_log.write_atomically(
+      path, ''.join(metrics_log.dumps(r) + '\n' for r in log))
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -269,17 +278,37 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-  args = build_parser().parse_args(argv)
+  """Runs the trainer from the command line; returns the exit status.
+
+  A flag out of range is an argparse error naming it (status 2); a run
+  that fails (a damaged workdir, a full disk) prints one line on stderr
+  (status 1).
+  """
+  parser = build_parser()
+  args = parser.parse_args(argv)
   values = {f.name: getattr(args, f.name) for f in dataclasses.fields(Config)}
   if args.quick:  # The preset, under any flag given.
     defaults = dataclasses.asdict(Config())
     values.update({k: v for k, v in QUICK.items() if values[k] == defaults[k]})
   config = Config(**values)
+  try:
+    check_config(config)
+  except ValueError as error:
+    parser.error(str(error))
   workdir = args.workdir or os.path.join(
       'runs', time.strftime('lm-%Y%m%d-%H%M%S'))
-  final = train_and_evaluate(config, workdir, cooldown_from=args.cooldown_from,
-                             progress=not args.no_progress)
-  print(json.dumps({k: v for k, v in final.items() if k != 'log'}))
+  # Orbax's echoes of a failed write would bury the one-line error.
+  with storage_errors.echoes_held() as echoes:
+    try:
+      final = train_and_evaluate(
+          config, workdir, cooldown_from=args.cooldown_from,
+          progress=not args.no_progress)
+    except (checkpointing.CheckpointError, checkpointing.WorkdirError,
+            ValueError, OSError) as error:
+      echoes.drop()
+      print(f'error: {storage_errors.message(error)}', file=sys.stderr)
+      return 1
+  print(metrics_log.dumps({k: v for k, v in final.items() if k != 'log'}))
   return 0
 
 

@@ -7,15 +7,17 @@ examples and devices, the step size in steps) come later, in
 :mod:`examples.trainer.loop`.
 """
 
-from collections.abc import Sequence
 import dataclasses
 import math
-from typing import Any
-
-import numpy as np
 
 from examples import data
 from examples import model as model_lib
+# check_choice and flag are re-exported: the trainer's modules and
+# examples/train.py import them from here.
+from examples.flag_checks import check_choice
+from examples.flag_checks import check_real
+from examples.flag_checks import check_whole
+from examples.flag_checks import flag
 
 SCHEDULES = (
     'fixed',
@@ -95,41 +97,6 @@ class Config:
   keep_checkpoints: int = 3
   progress: bool = True
 
-def check_choice(name: str, value: Any, choices: Sequence[Any]) -> None:
-  if value not in choices:
-    raise ValueError(f'{name} must be one of {tuple(choices)}, got {value!r}.')
-
-
-def flag(name: str) -> str:
-  """The command-line flag of a :class:`Config` field."""
-  return '--' + name.replace('_', '-')
-
-
-def _check_whole(config: Config, name: str, low: int, high: int) -> None:
-  value = getattr(config, name)
-  if (isinstance(value, bool) or not isinstance(value, (int, np.integer))
-      or not low <= value < high):
-    bounds = f'>= {low}' if high == math.inf else f'in [{low}, {high})'
-    raise ValueError(
-        f'{flag(name)} must be a whole number {bounds}, got {value!r}.')
-
-
-def _check_real(
-    config: Config, name: str, low: float, high: float = math.inf, *,
-    low_open: bool = False, high_open: bool = True,
-) -> None:
-  value = getattr(config, name)
-  ok = (not isinstance(value, bool)
-        and isinstance(value, (int, float, np.integer, np.floating))
-        and math.isfinite(value)
-        and (low < value if low_open else low <= value)
-        and (value < high if high_open else value <= high))
-  if not ok:
-    interval = ('(' if low_open else '[') + f'{low:g}, {high:g}' + (
-        ')' if high_open else ']')
-    raise ValueError(
-        f'{flag(name)} must be a finite number in {interval}, got {value!r}.')
-
 
 def check_config(config: Config) -> None:
   """Refuses a config that cannot train, naming the flag, before any work.
@@ -150,23 +117,23 @@ def check_config(config: Config) -> None:
   check_choice(flag('schedule'), config.schedule, SCHEDULES)
   check_choice(flag('optimizer'), config.optimizer, OPTIMIZERS)
   for name in ('epochs', 'batch_size', 'eval_batch_size', 'keep_checkpoints'):
-    _check_whole(config, name, 1, math.inf)
-  _check_whole(config, 'find_lr_steps', 2, math.inf)
-  _check_whole(config, 'find_lr_sweeps', 1, math.inf)
-  _check_whole(config, 'seed', 0, 2**63)
-  _check_real(config, 'base_lr', 0.0)
-  _check_real(config, 'max_lr', 0.0)
-  _check_real(config, 'step_size_epochs', 0.0, low_open=True)
-  _check_real(config, 'gamma', 0.0, 1.0, low_open=True, high_open=False)
+    check_whole(config, name, 1, math.inf)
+  check_whole(config, 'find_lr_steps', 2, math.inf)
+  check_whole(config, 'find_lr_sweeps', 1, math.inf)
+  check_whole(config, 'seed', 0, 2**63)
+  check_real(config, 'base_lr', 0.0)
+  check_real(config, 'max_lr', 0.0)
+  check_real(config, 'step_size_epochs', 0.0, low_open=True)
+  check_real(config, 'gamma', 0.0, 1.0, low_open=True, high_open=False)
   if config.schedule == 'step_decay':  # the factor per period
-    _check_real(config, 'decay_rate', 0.0, 1.0, low_open=True,
-                high_open=False)
+    check_real(config, 'decay_rate', 0.0, 1.0, low_open=True,
+               high_open=False)
   elif config.schedule == 'exponential_decay':  # may grow: > 1 is allowed
-    _check_real(config, 'decay_rate', 0.0, low_open=True)
+    check_real(config, 'decay_rate', 0.0, low_open=True)
   else:
-    _check_real(config, 'decay_rate', 0.0)
+    check_real(config, 'decay_rate', 0.0)
   for name in ('momentum', 'base_momentum', 'max_momentum'):
-    _check_real(config, name, 0.0, 1.0)
+    check_real(config, name, 0.0, 1.0)
   if config.cycle_momentum and config.base_momentum > config.max_momentum:
     raise ValueError(
         f'--base-momentum ({config.base_momentum}) must be at most'

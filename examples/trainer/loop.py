@@ -2,9 +2,12 @@
 
 Each epoch trains on its shuffled batches through :func:`steps.train_step`,
 evaluates on the test split, logs every step to ``metrics.jsonl``, then
-commits its checkpoint; the plots are drawn when the run ends.
+commits its checkpoint; the plots are drawn when the run ends, also when it
+fails, but then quietly: the run's own error (a full disk, say) is the one
+reported.
 """
 
+from collections.abc import Callable
 import dataclasses
 import math
 import os
@@ -131,13 +134,36 @@ def _train_and_evaluate(config: Config, workdir: str) -> dict[str, float]:
           'rng': data_rng.bit_generator.state,
           'config': dataclasses.asdict(run.config),
       })
-  finally:
-    checkpointer.close()
-    if primary and metrics is not None and metrics.records:
-      metrics_log.plot_metrics(metrics.records, workdir)
+  except BaseException:
+    _end(checkpointer, metrics, workdir, log, failed=True)
+    raise
+  _end(checkpointer, metrics, workdir, log, failed=False)
   final = _final_metrics(metrics.records)
   final.update(base_lr=run.config.base_lr, max_lr=run.config.max_lr)
   return final
+
+
+def _end(
+    checkpointer: checkpointing.Checkpointer,
+    metrics: metrics_log.MetricsLog | None, workdir: str,
+    log: Callable[[str], None], *, failed: bool,
+) -> None:
+  """Closes the checkpointer and plots the records logged so far.
+
+  After a failure (``failed``) an error here is logged, not raised: it must
+  not mask the run's own (on a full disk, plotting fails too).
+  """
+  steps = [checkpointer.close]
+  if jax.process_index() == 0 and metrics is not None and metrics.records:
+    steps.append(lambda: metrics_log.plot_metrics(metrics.records, workdir))
+  for step in steps:
+    if not failed:
+      step()
+      continue
+    try:
+      step()
+    except Exception as error:  # pylint: disable=broad-exception-caught
+      log(f'After the run failed, cleaning up failed too: {error}')
 
 
 def _train_epoch(

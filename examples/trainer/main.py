@@ -3,7 +3,6 @@
 import argparse
 from collections.abc import Sequence
 import dataclasses
-import json
 import os
 import sys
 import time
@@ -13,8 +12,10 @@ import jax
 from examples import checkpointing
 from examples import compile_cache
 from examples import data
+from examples import metrics_log
 from examples import model as model_lib
 from examples import parallel
+from examples import storage_errors
 from examples.trainer.config import Config
 from examples.trainer.config import OPTIMIZERS
 from examples.trainer.config import SCHEDULES
@@ -122,13 +123,17 @@ def main(argv: Sequence[str] | None = None) -> int:
   if jax.process_index() == 0:
     print(f'workdir: {workdir}; devices: {jax.device_count()}'
           f' ({jax.devices()[0].platform}), processes: {jax.process_count()}')
-  try:
-    final = train_and_evaluate(config, workdir)
-  except (NonFiniteLossError, data.DataError, checkpointing.CheckpointError,
-          checkpointing.WorkdirError, ValueError) as error:
-    print(f'error: {error}', file=sys.stderr)
-    return 1
+  # Orbax's echoes of a failed write would bury the one-line error.
+  with storage_errors.echoes_held() as echoes:
+    try:
+      final = train_and_evaluate(config, workdir)
+    except (NonFiniteLossError, data.DataError, checkpointing.CheckpointError,
+            checkpointing.WorkdirError, ValueError, OSError) as error:
+      # A full disk (OSError, or Orbax's ValueError) is one line naming it.
+      echoes.drop()
+      print(f'error: {storage_errors.message(error)}', file=sys.stderr)
+      return 1
   if jax.process_index() == 0:
-    print(json.dumps(final))
+    print(metrics_log.dumps(final))
   return 0
 

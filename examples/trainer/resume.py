@@ -102,7 +102,9 @@ def start(
         resume_config(config, record))
     return nnx.to_pure_dict(resumed['state'])
 
-  restored = checkpointer.restore(target)
+  # A checkpoint whose record names another epoch than its directory is
+  # damaged (it would be resumed as that epoch): an older one is used.
+  restored = checkpointer.restore(target, step_key='epoch')
   data_rng = np.random.default_rng(config.seed)
   if restored is None:
     if config.find_lr:
