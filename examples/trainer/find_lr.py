@@ -10,6 +10,7 @@ from collections.abc import Callable
 import functools
 import json
 import os
+import sys
 import time
 from typing import Any
 
@@ -193,6 +194,9 @@ def find_lr_bounds(
       has_aux=True, num_range_tests=config.find_lr_sweeps,
       range_test_steps=config.find_lr_steps, start_lr=FIND_LR_START,
       end_lr=FIND_LR_END, seed=config.seed,
+      # The library's bars (range tests, then each rung), in a terminal.
+      progress=(config.progress and sys.stderr.isatty()
+                and jax.process_index() == 0),
   )
   seconds = time.perf_counter() - start
   base_lr, max_lr = (float(b) for b in result.clr_bounds)
