@@ -12,9 +12,11 @@ number of cycles), ``sweep`` (4, vmapped sweep vs sequential runs),
 ``range`` (5, compiled range test vs a Python loop), ``torch`` (6,
 against PyTorch; skipped when torch is not installed), ``compile`` (7, the
 range test's first call vs a plain jitted scan), ``loop`` (8,
-``optax_clr.nnx.sweep`` vs K sequential jitted runs per model family) and
+``optax_clr.nnx.sweep`` vs K sequential jitted runs per model family),
 ``scale`` (9, peak memory with and without ``chunk_size``, the progress
-bar's cost, one sweep over 1 or 2 devices and processes). Studies run only
+bar's cost, one sweep over 1 or 2 devices and processes) and ``strategy``
+(10, ``strategy="scan"`` vs ``"loop"`` vs a Python loop of one jitted step,
+per model family). Studies run only
 when named: ``suggest`` (``benchmarks/suggest.py``, suggested learning
 rates against grid search, minutes long).
 
@@ -43,7 +45,7 @@ from benchmarks import _report
 # pylint: enable=g-import-not-at-top,wrong-import-position
 
 BENCHMARKS = ('step', 'eval', 'cycles', 'sweep', 'range', 'compile', 'torch',
-              'loop', 'scale')
+              'loop', 'scale', 'strategy')
 # Run only when named (``benchmarks/<name>.py``): quality studies, not timings.
 STUDIES = ('suggest',)
 RESULTS_DIR = os.path.join(os.path.dirname(os.path.abspath(__file__)), 'results')

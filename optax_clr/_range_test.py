@@ -15,10 +15,12 @@ import optax
 from optax_clr import _accumulate
 from optax_clr import _cache
 from optax_clr import _checks
+from optax_clr import _host_loop
 from optax_clr import _loss
 from optax_clr import _mesh
 from optax_clr import _progress
 from optax_clr import _ramp
+from optax_clr import _strategy
 
 # The floor of the divergence rule's scale: keeps a loss that starts at 0 from
 # dividing by zero.
@@ -241,6 +243,53 @@ def _step(carry, batch, key, start_lr, end_lr, smoothing, threshold,
   return carry, record
 
 
+def _update(carry, batch, key, tx, data, dtype, *, static):
+  """One update of the training loop (no divergence rule): both strategies'.
+
+  ``carry`` is ``(params, model_state, opt_state, step)``; returns it
+  updated and the step's ``(loss, aux)``.
+  """
+  params, model_state, opt_state, step = carry
+  loss, aux, model_state, grads = _loss_and_grads(
+      params, model_state, batch, key, step, data, dtype, static=static)
+  updates, opt_state = tx.update(grads, opt_state, params)
+  params = optax.apply_updates(params, updates)
+  return (params, model_state, opt_state, step + 1), (loss, aux)
+
+
+def _loop_start(params, model_state, batches, key, start_lr, end_lr,
+                data=None, *, static):
+  """``strategy="loop"``'s first state: the carry of :func:`_update`, with
+  buffers for every step's ``(loss, aux)`` (:mod:`optax_clr._host_loop`)."""
+  init = _init(params, model_state, start_lr, end_lr, static=static)
+  carry = _host_loop.fresh((init.params, init.model_state, init.opt_state,
+                            init.step))
+  shapes = jax.eval_shape(
+      lambda carry: _loop_step((carry, None), batches, key, start_lr,
+                               end_lr, data, static=static, record=False),
+      carry)
+  return carry, _host_loop.buffers(shapes, static[3])
+
+
+def _loop_step(state, batches, key, start_lr, end_lr, data=None, *, static,
+               record=True):
+  """One step of ``strategy="loop"``: :func:`_update` on the step's batch,
+  read by index from ``batches``; its ``(loss, aux)`` recorded in place."""
+  carry, records = state
+  accumulation_steps, step = static[7], carry[3]
+  if accumulation_steps == 1:
+    batch = _host_loop.index(batches, step)
+  else:  # The step's microbatches.
+    batch = jax.tree.map(lambda x: jax.lax.dynamic_slice_in_dim(
+        x, step * accumulation_steps, accumulation_steps), batches)
+  _, tx = _ramp_and_optimizer(start_lr, end_lr, static)
+  dtype = jax.dtypes.canonicalize_dtype(jnp.float64)
+  carry, values = _update(carry, batch, key, tx, data, dtype, static=static)
+  if not record:
+    return values
+  return carry, _host_loop.write(records, values, step)
+
+
 def _scan(params, model_state, batches, key, start_lr, end_lr, smoothing,
           threshold, data=None, progress=None, *, static, channel,
           rule=True):
@@ -266,15 +315,12 @@ def _scan(params, model_state, batches, key, start_lr, end_lr, smoothing,
   _, tx = _ramp_and_optimizer(start_lr, end_lr, static)
 
   def body(carry, batch):
-    params, model_state, opt_state, step = carry
-    loss, aux, model_state, grads = _loss_and_grads(
-        params, model_state, batch, key, step, data, dtype, static=static)
-    updates, opt_state = tx.update(grads, opt_state, params)
-    params = optax.apply_updates(params, updates)
+    carry, (loss, aux) = _update(carry, batch, key, tx, data, dtype,
+                                 static=static)
     if progress is not None:  # (token, every): a bar of steps done.
-      _progress.report(progress[0], step + 1, num_steps, progress[1],
+      _progress.report(progress[0], carry[3], num_steps, progress[1],
                        channel.block_done, after=loss)
-    return (params, model_state, opt_state, step + 1), (loss, aux)
+    return carry, (loss, aux)
 
   carry = (init.params, init.model_state, init.opt_state, init.step)
   _, (losses, aux) = jax.lax.scan(body, carry, batches, length=num_steps)
@@ -297,6 +343,35 @@ def _scan(params, model_state, batches, key, start_lr, end_lr, smoothing,
       (losses, smoothed, aux),
   )
   return records, track.diverged_step, lrs
+
+
+def _first_loss(loss_fn, params, model_state, batches, key, data, *,
+                has_aux, stateful):
+  """The loss and gradient of the first batch, for ``"auto"``'s reading."""
+  return _loss.value_and_grad(
+      loss_fn, params, model_state, jax.tree.map(lambda x: x[0], batches),
+      _loss.step_key(key, jnp.zeros([], jnp.int32)), has_aux=has_aux,
+      stateful=stateful, data=data)
+
+
+def _run_loop(start, step, inputs, num_steps, token, ends):
+  """The recorded ``(losses, aux)`` of ``strategy="loop"``'s host loop.
+
+  ``inputs`` are ``(params, model_state, batches, key, start_lr, end_lr,
+  data)``; the bar (``token``) hears after the steps ``ends``.
+  """
+  params, model_state, batches, key, start_lr, end_lr, data = inputs
+  # Placed once (weakly typed, as the scanned program sees Python numbers):
+  # no step copies anything from the host.
+  start_lr, end_lr = jax.device_put((start_lr, end_lr))
+  consts = (batches, key, start_lr, end_lr, data)
+  state = start(params, model_state, batches, key, start_lr, end_lr, data)
+  after = {done: lambda state, done=done: _host_loop.tell(token, done,
+                                                          state[0][3])
+           for done in ends}
+  _, records = _host_loop.drive(step, state, consts, num_steps, after,
+                                unpack=True)
+  return records
 
 
 def _rule_on_host(losses, aux, smoothing, threshold):
@@ -350,8 +425,21 @@ def _build(refs, static):
                 for rule in (True, False))
   return tuple(
       jax.jit(functools.partial(f, static=static))
-      for f in (*scans, _init, _step, _lrs)
-  ) + (channel,)
+      for f in (*scans, _init, _step, _lrs, _loop_start)
+  ) + (jax.jit(functools.partial(_loop_step, static=static),
+               donate_argnums=0), channel, _Decision())
+
+
+class _Decision:
+  """The ``"auto"`` strategy's reading of a loss, traced once."""
+
+  def __init__(self):
+    self.convolves: bool | None = None
+
+  def get(self, loss: Callable[..., Any], *args: Any) -> bool:
+    if self.convolves is None:
+      self.convolves = _strategy.convolves(loss, *args)
+    return self.convolves
 
 
 _PROGRAMS = _cache.ProgramCache()
@@ -432,6 +520,7 @@ def range_test(
     accumulation_steps: int = 1,
     mesh: jax.sharding.Mesh | None = None,
     progress: Any = False,
+    strategy: str = 'auto',
 ) -> RangeTestResult:
   r"""Sweeps a hyperparameter upwards for ``num_steps`` and records the loss.
 
@@ -463,9 +552,15 @@ def range_test(
   With ``batches`` a pytree of arrays whose leading axis is ``num_steps``, the
   sweep is one jitted ``lax.scan``: no host round trip per step, and
   ``jax.vmap`` over ``params`` or ``batches`` runs several sweeps as one
-  program. A list, iterator or other iterable of batches is fed one batch at a
-  time to a jitted step (for data that does not fit in memory); it gives the
-  same result and stops at divergence. Nothing is mutated: ``params`` and
+  program. Or, with ``strategy="loop"``, one jitted step called from Python
+  per step (its state donated, its batch read by index on the device), with
+  the same result to float32 rounding; ``"auto"`` (the default) picks as
+  :func:`optax_clr.sweep` does: the loop on CPU when ``loss_fn`` computes a
+  convolution (a scanned convolution runs many times slower on XLA:CPU),
+  the scan otherwise and under ``jax.vmap`` or ``jax.jit``, where the host
+  cannot drive the steps. A list, iterator or other iterable of batches is
+  fed one batch at a time to a jitted step (for data that does not fit in
+  memory); it gives the same result and stops at divergence. Nothing is mutated: ``params`` and
   ``optimizer`` are as before, there is nothing to reset.
 
   A model with state that training updates (BatchNorm's batch statistics)
@@ -536,7 +631,10 @@ def range_test(
     progress: False, True, an int ``N`` (an update every ``N`` steps) or a
       dict of ``tqdm.tqdm`` options: a bar of steps done, updated from
       inside the compiled program (drawn by process 0; needs tqdm, the
-      ``progress`` extra).
+      ``progress`` extra), or from Python with ``strategy="loop"``.
+    strategy: ``"auto"``, ``"scan"`` or ``"loop"`` (above). Traced inputs
+      take ``"scan"``; ``"loop"`` refuses them. An iterable of batches is
+      always fed one batch at a time, whatever ``strategy`` says.
 
   Returns:
     result
@@ -546,7 +644,8 @@ def range_test(
   Raises:
     ValueError: a bad argument, named in the message; batches whose leading
       axis is not ``num_steps``; a ``hyperparam`` the optimizer does not take;
-      a non-finite loss at the first step.
+      a non-finite loss at the first step; ``strategy="loop"`` with traced
+      inputs.
     TypeError: ``loss_fn`` or ``optimizer`` is not callable, ``has_aux`` is
       not a bool, ``optimizer`` does not return an
       ``optax.GradientTransformation`` or cannot be built for ``hyperparam``
@@ -594,6 +693,7 @@ def range_test(
     mesh = _mesh.check(mesh, axes=(_mesh.DATA_AXIS, _mesh.MODEL_AXIS),
                        required=_mesh.DATA_AXIS, caller='range_test')
   bar = _progress.check(progress)
+  strategy = _strategy.check(strategy)
 
   tx = _make_optimizer(optimizer, hyperparam, schedule)
   if not isinstance(tx, optax.GradientTransformation):
@@ -603,7 +703,8 @@ def range_test(
     )
   stateful = model_state is not None
   settings = (start_lr, end_lr, smoothing, divergence_threshold)
-  scan, scan_raw, init, step, ramp, channel = _PROGRAMS.get(
+  (scan, scan_raw, init, step, ramp, loop_start, loop_step, channel,
+   decision) = _PROGRAMS.get(
       (loss_fn, optimizer),
       (hyperparam, num_steps, mode, has_aux, stateful, accumulation_steps),
       lambda refs: _build(
@@ -625,19 +726,35 @@ def range_test(
         mesh, (params, model_state, key, data))
 
   if stacked:
+    inputs = (params, model_state, batches, key, *settings, data)
+    is_traced = _strategy.traced(inputs)
+    chosen = _strategy.choose(
+        strategy, is_traced=is_traced,
+        platform=(jax.default_backend() if mesh is None
+                  else mesh.devices.flat[0].platform),
+        convolution=lambda: decision.get(
+            functools.partial(_first_loss, loss_fn, has_aux=has_aux,
+                              stateful=stateful),
+            params, model_state, batches, key, data))
     with contextlib.ExitStack() as bars:
       token = bars.enter_context(_progress.bar(bar, num_steps, 'range test'))
       operands = None
+      ends = ()
       if bar is not None:
         every = bar.interval(num_steps)
-        inside = bars.enter_context(channel.attach(
-            token, _progress.ends_every(every, num_steps)))
-        operands = _progress.operands(inside, every)
-      inputs = (params, model_state, batches, key, *settings, data)
-      if any(isinstance(x, jax.core.Tracer) for x in jax.tree.leaves(inputs)):
+        ends = _progress.ends_every(every, num_steps)
+        if chosen == 'scan':
+          inside = bars.enter_context(channel.attach(token, ends))
+          operands = _progress.operands(inside, every)
+      if is_traced:
         (losses, smoothed, aux), diverged_step, lrs = scan(*inputs, operands)
       else:  # Concrete: the rule over the recorded losses runs on the host.
-        (raw, raw_aux), lrs = scan_raw(*inputs, operands)
+        if chosen == 'loop':
+          raw, raw_aux = _run_loop(loop_start, loop_step, inputs[:6] + (data,),
+                                   num_steps, token, ends)
+          lrs = ramp(start_lr, end_lr)
+        else:
+          (raw, raw_aux), lrs = scan_raw(*inputs, operands)
         if mesh is not None:
           raw, raw_aux, lrs = _mesh.local((raw, raw_aux, lrs))
         (losses, smoothed, aux), diverged_step = _rule_on_host(

@@ -22,9 +22,11 @@ import optax
 
 from optax_clr import _cache
 from optax_clr import _checks
+from optax_clr import _host_loop
 from optax_clr import _loss
 from optax_clr import _mesh
 from optax_clr import _progress
+from optax_clr import _strategy
 
 MODEL_AXIS = _mesh.MODEL_AXIS
 DATA_AXIS = _mesh.DATA_AXIS
@@ -181,6 +183,32 @@ def _told_ends(num_steps: int, eval_every: int | None,
   return tuple(ends)
 
 
+def _step(carry, t, batch, *, loss_fn, tx, key, data, static):
+  """Update ``t`` of one model: ``(carry, (loss, aux, learning rate))``.
+
+  ``carry`` is ``(params, model_state, opt_state)``. The one step of both
+  strategies: scanned by :func:`_train_one`, called from the host by
+  :func:`_build_loop`.
+  """
+  params, model_state, opt_state = carry
+  out = _loss.value_and_grad(
+      loss_fn, params, model_state, batch, _loss.step_key(key, t),
+      has_aux=static.has_aux, stateful=static.stateful, data=data,
+  )
+  updates, opt_state = tx.update(out.grads, opt_state, params)
+  params = optax.apply_updates(params, updates)
+  records = (out.loss, out.aux, _learning_rate(opt_state))
+  return (params, out.model_state, opt_state), records
+
+
+def _evaluate(eval_fn, params, model_state, data):
+  """``eval_fn``'s metrics of one model (None without ``eval_fn``)."""
+  if eval_fn is None:
+    return None
+  kwargs = {} if data is None else {'data': data}
+  return eval_fn(params, model_state, **kwargs)
+
+
 def _train_one(params, model_state, key, hyperparams, batches, data,
                opt_state, first_step, progress, *, refs, static,
                progress_block, channel):
@@ -197,16 +225,8 @@ def _train_one(params, model_state, key, hyperparams, batches, data,
     opt_state = tx.init(params)
 
   def step(carry, inputs):
-    params, model_state, opt_state = carry
-    t, batch = inputs
-    out = _loss.value_and_grad(
-        loss_fn, params, model_state, batch, _loss.step_key(key, t),
-        has_aux=static.has_aux, stateful=static.stateful, data=data,
-    )
-    updates, opt_state = tx.update(out.grads, opt_state, params)
-    params = optax.apply_updates(params, updates)
-    records = (out.loss, out.aux, _learning_rate(opt_state))
-    return (params, out.model_state, opt_state), records
+    return _step(carry, *inputs, loss_fn=loss_fn, tx=tx, key=key, data=data,
+                 static=static)
 
   def steps_reporting(carry, inputs, last=False):
     """Scans ``step``, telling the bar after each block of its interval.
@@ -273,11 +293,7 @@ def _train_one(params, model_state, key, hyperparams, batches, data,
 
   def chunk(carry, inputs, last=False):
     carry, records = steps_reporting(carry, inputs, last)
-    metrics = None
-    if eval_fn is not None:
-      kwargs = {} if data is None else {'data': data}
-      metrics = eval_fn(carry[0], carry[1], **kwargs)
-    return carry, (records, metrics)
+    return carry, (records, _evaluate(eval_fn, carry[0], carry[1], data))
 
   inputs = jax.tree.map(
       lambda x: x.reshape(chunks, every, *x.shape[1:]),
@@ -336,10 +352,6 @@ def _build(refs, static, plan):
         return x.swapaxes(0, 1).reshape(plan.passes, devices * plan.chunk,
                                         *x.shape[3:])
 
-      def from_passes(x):
-        x = x.reshape(plan.passes, devices, plan.chunk, *x.shape[2:])
-        return x.swapaxes(0, 1).reshape(plan.padded, *x.shape[3:])
-
       mapped = [i for i, axis in enumerate(static.in_axes) if axis == 0]
       stacked = [jax.tree.map(to_passes, args[i]) for i in mapped]
 
@@ -350,20 +362,177 @@ def _build(refs, static, plan):
         return side_by_side(full, token)
 
       outputs = jax.lax.map(one_pass, stacked)
-      outputs = jax.tree.map(from_passes, outputs)
-    trim = lambda tree: jax.tree.map(lambda x: x[:plan.num_models], tree)
-    return tuple(
-        trim(out) if plan.gather or not state else out
-        for out, state in zip(outputs, _STATES)
-    )
+      outputs = jax.tree.map(functools.partial(_from_passes, plan), outputs)
+    return _trim(plan, outputs)
 
+  return _Program(jax.jit(program, out_shardings=_out_shardings(plan)),
+                  channel)
+
+
+def _from_passes(plan, x):
+  """``[passes, devices * chunk, ...]`` back to the padded K axis."""
+  devices = _mesh.size(plan.mesh, MODEL_AXIS)
+  x = x.reshape(plan.passes, devices, plan.chunk, *x.shape[2:])
+  return x.swapaxes(0, 1).reshape(plan.padded, *x.shape[3:])
+
+
+def _trim(plan, outputs):
+  """The outputs of a sweep's K models, padding cut where they are whole."""
+  trim = lambda tree: jax.tree.map(lambda x: x[:plan.num_models], tree)
+  return tuple(
+      trim(out) if plan.gather or not state else out
+      for out, state in zip(outputs, _STATES)
+  )
+
+
+def _out_shardings(plan):
+  """States sharded over the models (unless gathered), records replicated."""
   replicated = jax.sharding.NamedSharding(plan.mesh, _mesh.P())
   by_model = jax.sharding.NamedSharding(plan.mesh, _mesh.P(MODEL_AXIS))
-  out_shardings = tuple(
+  return tuple(
       by_model if state and not plan.gather else replicated
       for state in _STATES
   )
-  return _Program(jax.jit(program, out_shardings=out_shardings), channel)
+
+
+class _Loop(NamedTuple):
+  """The ``"loop"`` strategy's programs of one plan (:func:`_run_loop`)."""
+
+  start: Any  # (args, pass) -> (state, consts): a pass's first state.
+  step: Any  # (state, consts) -> state, donating state.
+  evaluate: Any  # (params, model_state, data) -> metrics; None: no eval_fn.
+  finish: Any  # (the passes' outputs) -> the outputs of _build's program.
+
+
+def _build_loop(refs, static, plan):
+  """The sweep as steps called from the host (``strategy="loop"``).
+
+  A pass's models (``devices * chunk``, sharded as in :func:`_build`) take
+  one step per call of a jitted ``vmap`` of :func:`_step`; the state (the
+  models' training state, the records of every step so far, the step
+  count) is donated to each call. The step's batch is read by index from
+  the pass's batches on the device.
+  """
+  devices = _mesh.size(plan.mesh, MODEL_AXIS)
+  models = devices * plan.chunk
+  params_axis, _, key_axis, _, batches_axis, _, opt_axis, _ = static.in_axes
+  by_model = jax.sharding.NamedSharding(plan.mesh, _mesh.P(MODEL_AXIS))
+  replicated = jax.sharding.NamedSharding(plan.mesh, _mesh.P())
+  eval_fn = (lambda: refs[2]()) if len(refs) > 2 else (lambda: None)
+
+  def take(args, p):
+    """Pass ``p``'s models of the arguments with a K axis."""
+    if plan.passes == 1:
+      return args
+
+    def piece(x):
+      x = x.reshape(devices, plan.passes, plan.chunk, *x.shape[1:])
+      x = jax.lax.dynamic_index_in_dim(x, p, axis=1, keepdims=False)
+      return x.reshape(models, *x.shape[2:])
+
+    return [jax.tree.map(piece, arg) if axis == 0 else arg
+            for arg, axis in zip(args, static.in_axes)]
+
+  def one(carry, i, first_step, key, hyperparams, batches, data):
+    loss_fn, optimizer = refs[0](), refs[1]()
+    return _step(carry, first_step + i, _host_loop.index(batches, i),
+                 loss_fn=loss_fn, tx=optimizer(hyperparams), key=key,
+                 data=data, static=static)
+
+  def models_step(carry, i, consts):
+    key, hyperparams, batches, data, first_step = consts
+    if models == 1:
+      # One model a pass: its plain step, not a vmap of one (a vmapped
+      # convolution is a grouped one, slower on XLA:CPU).
+      first = lambda tree, axis=0: tree if axis is None else jax.tree.map(
+          lambda x: x[0], tree)
+      out = one(first(carry), i, first_step, first(key, key_axis),
+                first(hyperparams), first(batches, batches_axis), data)
+      return jax.tree.map(lambda x: x[None], out)
+    return jax.vmap(one, in_axes=(0, None, None, key_axis, 0, batches_axis,
+                                  None))(carry, i, first_step, key,
+                                         hyperparams, batches, data)
+
+  def start(args, p):
+    (params, model_state, key, hyperparams, batches, data, opt_state,
+     first_step) = take(args, p)
+
+    def init(params, model_state, hyperparams, opt_state):
+      if not static.resumed:
+        opt_state = refs[1]()(hyperparams).init(params)
+      return params, model_state, opt_state
+
+    carry = _host_loop.fresh(jax.vmap(
+        init, in_axes=(params_axis, params_axis, 0, opt_axis),
+        axis_size=models)(params, model_state, hyperparams, opt_state))
+    consts = (key, hyperparams, batches, data, first_step)
+    i = jnp.zeros([], jnp.int32)
+    shapes = jax.eval_shape(lambda c: models_step(c, i, consts)[1], carry)
+    records = _host_loop.buffers(shapes, static.num_steps, axis=1)
+    return (carry, records, i), consts
+
+  def step(state, consts):
+    carry, records, i = state
+    carry, values = models_step(carry, i, consts)
+    return carry, _host_loop.write(records, values, i, axis=1), i + 1
+
+  def evaluate(params, model_state, data):
+    return jax.vmap(lambda p, s: _evaluate(eval_fn(), p, s, data))(
+        params, model_state)
+
+  def finish(passes):
+    """``passes``: per pass, ``(carry, records, evals)``."""
+    def outputs(carry, records, evals):
+      (params, model_state, opt_state), (losses, aux, lrs) = carry, records
+      if evals is not None:  # [num_evals] of [models, ...] -> [models, ...]
+        evals = jax.tree.map(lambda *x: jnp.stack(x, axis=1), *evals)
+      return losses, params, model_state, aux, evals, lrs, opt_state
+
+    whole = [outputs(*part) for part in passes]
+    if plan.passes == 1:
+      return _trim(plan, whole[0])
+    return _trim(plan, jax.tree.map(
+        lambda *x: _from_passes(plan, jnp.stack(x)), *whole))
+
+  state_shardings = (by_model, by_model, replicated)
+  return _Loop(
+      start=jax.jit(start, out_shardings=(state_shardings, None)),
+      step=jax.jit(step, donate_argnums=0, out_shardings=state_shardings),
+      evaluate=None if len(refs) < 3 else jax.jit(evaluate),
+      finish=jax.jit(finish, out_shardings=_out_shardings(plan)),
+  )
+
+
+def _run_loop(loop, args, plan, static, token):
+  """Runs :func:`_build_loop`'s programs; the outputs of :func:`_build`'s.
+
+  The bar (``token``) hears where the scanned program's would: in each pass
+  after the steps of ``_told_ends``, and at the pass's end.
+  """
+  num_steps, data = static.num_steps, args[5]
+  every = static.eval_every or num_steps
+  evaluations = set(range(every, num_steps + 1, every)
+                    if loop.evaluate is not None else ())
+  ends = set(_told_ends(num_steps, static.eval_every, plan.progress)
+             if plan.progress else ()) | {num_steps}
+  passes = []
+  for p in range(plan.passes):
+    evals = []
+
+    def after(state, done, p=p, evals=evals):
+      if done in evaluations:
+        evals.append(loop.evaluate(state[0][0], state[0][1], data))
+      if done in ends:
+        _host_loop.tell(token, p * num_steps + done, state[2])
+
+    state, consts = loop.start(args, np.asarray(p, np.int32))
+    state = _host_loop.drive(
+        loop.step, state, consts, num_steps,
+        {done: functools.partial(after, done=done)
+         for done in evaluations | ends})
+    passes.append((state[0], state[1],
+                   evals if loop.evaluate is not None else None))
+  return loop.finish(passes)
 
 
 class _Program(NamedTuple):
@@ -378,12 +547,40 @@ class _Programs:
 
   def __init__(self, refs, static):
     self.refs, self.static = refs, static
-    self._programs: dict[_Plan, Any] = {}
+    self._programs: dict[Any, Any] = {}
+    self._convolves: bool | None = None
 
   def program(self, plan: _Plan) -> _Program:
     if plan not in self._programs:
       self._programs[plan] = _build(self.refs, self.static, plan)
     return self._programs[plan]
+
+  def loop(self, plan: _Plan) -> _Loop:
+    """The programs of ``strategy="loop"`` (:func:`_build_loop`)."""
+    if (plan, 'loop') not in self._programs:
+      self._programs[plan, 'loop'] = _build_loop(self.refs, self.static, plan)
+    return self._programs[plan, 'loop']
+
+  def convolves(self, args: list[Any]) -> bool:
+    """Whether the loss computes a convolution (traced once, then known)."""
+    if self._convolves is None:
+      params, model_state, key, _, batches, data = args[:6]
+      axes = self.static.in_axes
+
+      def loss(params, model_state, key, batches, data):
+        first = lambda tree, axis: jax.tree.map(
+            lambda x: x[0], tree) if axis == 0 else tree
+        batch = jax.tree.map(lambda x: x[0], first(batches, axes[4]))
+        return _loss.value_and_grad(
+            self.refs[0](), first(params, axes[0]),
+            first(model_state, axes[1]), batch,
+            _loss.step_key(first(key, axes[2]), jnp.zeros([], jnp.int32)),
+            has_aux=self.static.has_aux, stateful=self.static.stateful,
+            data=data)
+
+      self._convolves = _strategy.convolves(loss, params, model_state, key,
+                                            batches, data)
+    return self._convolves
 
 
 _PROGRAMS = _cache.ProgramCache()
@@ -620,15 +817,17 @@ def sweep(
     chunk_size: int | None = None,
     gather: bool = False,
     progress: Any = False,
+    strategy: str = 'auto',
 ) -> SweepResult:
   r"""Trains K models, one per hyperparameter row, as ONE compiled program.
 
   Model :math:`k` is trained with ``optimizer(hp_k)`` where ``hp_k =
   {name: hyperparams[name][k]}``, for as many steps as ``batches`` has: a
   ``lax.scan`` of the training step, ``jax.vmap``-ed over the K models and
-  ``jax.jit``-ed once. Inside the program the hyperparameters are traced
-  scalars, so a schedule built from them compiles once, and calling again
-  with other values of the same shapes reuses the compiled program.
+  ``jax.jit``-ed once (or that step called from Python: ``strategy``).
+  Inside the program the hyperparameters are traced scalars, so a schedule
+  built from them compiles once, and calling again with other values of the
+  same shapes reuses the compiled program.
 
   The K axis is sharded over the ``models`` axis of ``mesh``: by default a
   1-D mesh over every device of every process (``jax.devices()``; one
@@ -643,11 +842,23 @@ def sweep(
   same program (``lax.map``): at most ``chunk_size`` models' activations and
   gradients are in memory at once, with results equal to the unchunked
   sweep. When ``chunk_size`` is not given it is chosen by a rule: on CPU one
-  model at a time, as fast as K separate jitted runs or faster (XLA:CPU
-  already spreads one model over the cores; vmapped convolutions become
-  grouped convolutions and vmapped attention runs slower than a loop), all
-  models side by side on GPU and TPU (``benchmarks/bench_loop.py`` measures
-  both on CPU).
+  model at a time (XLA:CPU already spreads one model over the cores;
+  vmapped convolutions become grouped convolutions and vmapped attention
+  runs slower than a loop), all models side by side on GPU and TPU
+  (``benchmarks/bench_loop.py`` measures both on CPU).
+
+  ``strategy`` says how the steps run. ``"scan"``: the whole run is one
+  program, as above. ``"loop"``: one compiled step of a chunk's models is
+  called from Python once per step, the training state donated to it and
+  the batch read by index on the device; the same results (to float32
+  rounding), evaluations, progress and continuation, and neither recompiles
+  for new hyperparameter values. ``"auto"`` takes ``"loop"`` on CPU when
+  ``loss_fn`` computes a convolution, since XLA:CPU runs convolutions inside
+  a compiled loop many times slower (jax-ml/jax#12868), and ``"scan"``
+  otherwise. Measured on 2 CPU cores (``benchmarks/bench_strategy.py``,
+  ``docs/scaling.md``), the loop ran two CNNs 14x-28x faster than the scan,
+  and the scan ran an MLP 2.7x-4.6x and a small transformer 1.1x faster
+  than the loop; on GPU and TPU (not measured here) ``"auto"`` scans.
 
   Step :math:`t` of model :math:`k` computes
 
@@ -726,6 +937,9 @@ def sweep(
       tqdm (the ``progress`` extra). The steps run in blocks of ``N``
       (checked once a block, not once a step), so ``N`` is part of the
       compiled program: another explicit ``N`` compiles again.
+    strategy: ``"auto"``, ``"scan"`` or ``"loop"`` (above). With
+      ``"loop"`` the bar moves from Python after the same steps, each update
+      waiting for its step.
 
   Returns:
     result
@@ -745,7 +959,8 @@ def sweep(
       argument whose leading size is not K, batches without a common
       ``num_steps`` axis, a bad ``eval_every``, a ``mesh`` without a
       ``models`` axis or whose ``data`` axis does not divide the batch
-      size, or ``chunk_size < 1``. All raised before anything compiles.
+      size, ``chunk_size < 1`` or an unknown ``strategy``. All raised before
+      anything compiles.
     TypeError: a callable argument that is not callable, ``optimizer`` not
       returning an ``optax.GradientTransformation``, ``hyperparams`` not
       a dict of numbers, ``mesh`` not a ``Mesh`` or a bad ``progress``.
@@ -782,14 +997,20 @@ def sweep(
       chunk_size=chunk_size,
       gather=gather,
       progress=progress,
+      strategy=strategy,
   )
   program, args, plan, bar, hyperparams, num_steps, eval_every, evaluated = (
-      prepared)
+      prepared[:8])
   mesh, num_models = plan.mesh, plan.num_models
   total = plan.passes * num_steps
   with contextlib.ExitStack() as stack:
     token = stack.enter_context(_progress.bar(bar, total, 'sweep'))
-    if plan.progress is None:  # No bar.
+    if prepared.loop is not None:  # Steps called from here.
+      outputs = _run_loop(prepared.loop, args, plan, prepared.static, token)
+      if token:
+        jax.block_until_ready(outputs)
+        _progress.update(token, total)
+    elif plan.progress is None:  # No bar.
       outputs = program.run(*args)
     else:
       ends = _told_ends(num_steps, eval_every, plan.progress)
@@ -828,6 +1049,8 @@ class _Prepared(NamedTuple):
   num_steps: int
   eval_every: int | None
   evaluated: bool
+  loop: _Loop | None = None  # strategy="loop"'s programs; None: scan.
+  static: _Static | None = None
 
 
 def _prepare(
@@ -851,6 +1074,7 @@ def _prepare(
     chunk_size: int | None = None,
     gather: bool = False,
     progress: Any = False,
+    strategy: str = 'auto',
 ) -> _Prepared:
   """Checks the arguments of :func:`sweep`, builds and places (no run)."""
   loss_fn = _checks.check_callable('loss_fn', loss_fn)
@@ -895,6 +1119,9 @@ def _prepare(
   chunk_size = _check_chunk_size(chunk_size)
   gather = _checks.check_bool('gather', gather)
   bar = _progress.check(progress)
+  strategy = _strategy.check(strategy)
+  is_traced = _strategy.traced((params, model_state, key, batches, data,
+                                opt_state))
 
   in_axes = (params_axis, params_axis, key_axis, 0, batches_axis, None,
              None if opt_state is None else 0, None)
@@ -916,8 +1143,13 @@ def _prepare(
        np.asarray(first_step, np.int32)),
       in_axes, plan, batches_axis,
   )
+  strategy = _strategy.choose(
+      strategy, platform=mesh.devices.flat[0].platform, is_traced=is_traced,
+      convolution=lambda: programs.convolves(args))
   return _Prepared(program, args, plan, bar, hyperparams, num_steps,
-                   eval_every, eval_fn is not None)
+                   eval_every, eval_fn is not None,
+                   programs.loop(plan) if strategy == 'loop' else None,
+                   static)
 
 
 def _auto_chunk_size(mesh) -> int | None:
@@ -928,8 +1160,9 @@ def _auto_chunk_size(mesh) -> int | None:
   models buys little (at most 1.14x measured, for MLPs), and it can cost
   far more: vmapped convolutions become grouped convolutions (0.82x of K
   sequential runs for the examples CNN) and vmapped attention ran 0.72x-0.99x
-  (``benchmarks/bench_loop.py``). One at a time is as fast as K separate
-  jitted runs or faster on every family measured. On GPU and TPU, where one
+  (``benchmarks/bench_loop.py``). One at a time ran at 0.98x-1.17x the
+  speed of K separate jitted ``lax.scan`` runs on every family measured (a
+  scanned CNN on CPU is slow either way: ``strategy``, in :func:`sweep`). On GPU and TPU, where one
   small model leaves the device idle, all of them (None).
   """
   if mesh.devices.flat[0].platform == 'cpu':

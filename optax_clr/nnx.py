@@ -150,7 +150,9 @@ def range_test(
     batches: as in :func:`optax_clr.range_test`.
     **range_test_kwargs: any keyword of :func:`optax_clr.range_test`
       (``start_lr``, ``num_steps``, ``key``, ``mesh`` for a data-parallel
-      test, ``progress``...). With ``key``, the module's
+      test, ``progress``, ``strategy``...). ``strategy="auto"`` drives a
+      convolutional module's steps from Python on CPU, where a scanned
+      convolution runs many times slower. With ``key``, the module's
       random streams are reseeded from ``jax.random.fold_in(key, t)`` at
       step ``t``; without it, they continue from the module's own state.
 
@@ -282,7 +284,7 @@ def sweep(
     eval_fn: Callable[..., Any] | None = None,
     **sweep_kwargs: Any,
 ) -> _sweep.SweepResult:
-  """Trains K copies of an NNX module as one program (:func:`optax_clr.sweep`).
+  """Trains K copies of an NNX module, compiled once (:func:`optax_clr.sweep`).
 
   Args:
     model: one ``nnx.Module`` (every model starts from it) or a sequence of
@@ -297,10 +299,13 @@ def sweep(
       every ``eval_every`` updates (call ``model.eval()`` inside it for
       inference mode), or None.
     **sweep_kwargs: ``batches_axis``, ``key``, ``has_aux``, ``eval_every``,
-      ``mesh``, ``chunk_size``, ``gather``, ``progress`` (see
+      ``mesh``, ``chunk_size``, ``gather``, ``progress``, ``strategy`` (see
       :func:`optax_clr.sweep`). On CPU a device's models run one at a time
       unless ``chunk_size`` says otherwise (vmapped convolutions and
-      attention run slower there than a loop of single models).
+      attention run slower there than a loop of single models), and
+      ``strategy="auto"`` calls a convolutional module's step from Python
+      rather than scanning it (a scanned convolution runs many times slower
+      there).
 
   Returns:
     result
