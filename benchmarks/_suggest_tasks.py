@@ -9,10 +9,10 @@ indices into the training split, so K models with K data orders cost K index
 arrays, not K copies of the data.
 """
 
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 import dataclasses
 import functools
-from typing import Any
+from typing import Any, NamedTuple
 
 from flax import nnx
 import jax
@@ -22,6 +22,7 @@ import optax
 from sklearn import datasets as sk_datasets
 from sklearn import model_selection
 
+import optax_clr.nnx
 from benchmarks import _suggest_lm as lm
 
 DEV, HELD_OUT = 'dev', 'held-out'
@@ -477,3 +478,84 @@ def stack_states(models):
   stack = lambda trees: jax.tree.map(lambda *x: jnp.stack(x), *trees)
   return (splits[0][0], stack([s[1] for s in splits]),
           stack([s[2] for s in splits]))
+
+
+# --- what every training program of a task shares ----------------------------
+
+
+class Training(NamedTuple):
+  """K models of a task, one seed each, stacked for :func:`optax_clr.sweep`.
+
+  Attributes:
+    loss: the sweep's ``loss_fn``: ``loss(params, model_state, batch,
+      key=None) -> (loss, model_state)``, or ``loss(params, batch, key=None)``
+      when the model has no state.
+    evaluate: ``evaluate(params, model_state) -> {"score", "loss"}`` on the
+      test split (:func:`loss_and_eval`); ``model_state`` is ignored (None)
+      without one.
+    params: the initial ``nnx.Param`` state, stacked along a leading K axis.
+    model_state: the rest of the modules' state (batch statistics, random
+      streams), stacked, or None when the model has none.
+    batches: row indices ``[K, num_steps, batch]``, one data order per seed.
+    keys: K ``jax.random`` keys, one per seed (dropout).
+    graphdef: the modules' graph definition.
+    stateful_loss: ``stateful_loss(params, model_state, batch, key=None) ->
+      (loss, model_state)`` even when ``loss`` drops the state.
+    model_loss: ``loss_fn(model, batch)`` of :func:`loss_and_eval`, held
+      here because :func:`optax_clr.nnx.split_loss` holds it weakly.
+  """
+
+  loss: Callable[..., Any]
+  evaluate: Callable[..., Any]
+  params: Any
+  model_state: Any
+  batches: jax.Array
+  keys: jax.Array
+  graphdef: Any
+  stateful_loss: Callable[..., Any]
+  model_loss: Callable[..., Any]
+
+
+def training(task: Task, seeds: Sequence[int], num_steps: int) -> Training:
+  """Model k starts from ``seeds[k]``'s initialization, data order and key.
+
+  The grid, the rules and the rate-free baselines all train from these, so
+  seed ``s`` means the same initialization, batches and dropout key in every
+  program of the suite.
+  """
+  loss_fn, eval_fn = loss_and_eval(task)
+  modules = {s: make_model(task, s) for s in dict.fromkeys(seeds)}
+  data = {s: batches(task, s, num_steps) for s in modules}
+  stacked_batches = jnp.asarray(np.stack([data[s] for s in seeds]))
+  keys = jax.vmap(jax.random.key)(jnp.asarray(list(seeds)))
+  graphdef, params, state = stack_states([modules[s] for s in seeds])
+  first = modules[seeds[0]]
+  pure_loss, _, _ = optax_clr.nnx.split_loss(first, loss_fn)
+  if jax.tree.leaves(state):
+    return Training(
+        pure_loss,
+        lambda p, st: eval_fn(nnx.merge(graphdef, p, st, copy=True)),
+        params, state, stacked_batches, keys, graphdef, pure_loss, loss_fn)
+  # No batch statistics nor random streams: no model state.
+  empty = nnx.split(first, nnx.Param, ...)[2]
+  return Training(
+      lambda p, batch, key=None: pure_loss(p, empty, batch, key)[0],
+      lambda p, _: eval_fn(nnx.merge(graphdef, p, empty, copy=True)),
+      params, None, stacked_batches, keys, graphdef,
+      lambda p, _, batch, key=None: pure_loss(p, empty, batch, key), loss_fn)
+
+
+def final_scores(task: Task, scores, losses) -> np.ndarray:
+  """Test scores as the suite reports them: a diverged run learned nothing.
+
+  A run whose test score or test loss is not finite scores
+  :func:`baseline_score` (NaN logits would otherwise score the accuracy of
+  always predicting class 0); a regression model worse than predicting the
+  mean scores the same.
+  """
+  scores = np.asarray(scores, np.float64)
+  finite = np.isfinite(scores) & np.isfinite(np.asarray(losses, np.float64))
+  baseline = baseline_score(task)
+  if not load(task.data).classes:
+    scores = np.maximum(scores, baseline)
+  return np.where(finite, scores, baseline)

@@ -17,6 +17,11 @@ benchmarks/run.py suggest``; ``--quick`` runs two small tasks):
    budget, and scores each on the task's held-out split. A fixed rate is a
    triangular schedule with ``base_lr == max_lr``, so grid, suggestions and
    CLR bounds share the program.
+4. The learning-rate-free optimizers of ``optax.contrib`` at their defaults
+   (:mod:`benchmarks._suggest_rate_free`: Prodigy, D-Adapt AdamW, DoG,
+   DoWG, COCOB, Mechanic on the task's optimizer, schedule-free AdamW scored
+   at its evaluation params), one program each, on the same seeds, budget
+   and test split: the baselines a rate-choosing rule has to beat.
 
 The grid-best rate has the best mean score over the seeds. A rule's regret is
 grid-best score minus its score: accuracy points for classification, and for
@@ -32,7 +37,6 @@ import os
 import time
 import warnings
 
-from flax import nnx
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -42,6 +46,7 @@ import optax_clr
 import optax_clr.nnx
 from benchmarks import _harness
 from benchmarks import _suggest_peers as peers
+from benchmarks import _suggest_rate_free as rate_free
 from benchmarks import _suggest_tasks as tasks_lib
 from optax_clr import _suggest
 
@@ -160,18 +165,15 @@ def train(task, rows, seeds, num_steps):
 
   Returns:
     ``scores[row, seed]`` on the held-out split, diverged runs set to the
-    score of a model that learned nothing.
+    score of a model that learned nothing
+    (:func:`benchmarks._suggest_tasks.final_scores`).
   """
-  loss_fn, eval_fn = tasks_lib.loss_and_eval(task)
-  modules = {s: tasks_lib.make_model(task, s) for s in seeds}
   order = [(r, s) for r in range(len(rows)) for s in seeds]
   hp = {
       'base_lr': np.array([rows[r][0] for r, _ in order], np.float32),
       'max_lr': np.array([rows[r][1] for r, _ in order], np.float32),
   }
-  data = {s: tasks_lib.batches(task, s, num_steps) for s in seeds}
-  batches = jnp.asarray(np.stack([data[s] for _, s in order]))
-  keys = jax.vmap(jax.random.key)(jnp.asarray([s for _, s in order]))
+  inputs = tasks_lib.training(task, [s for _, s in order], num_steps)
   make = tasks_lib.optimizer(task)
   step_size = max(1, num_steps // 4)  # two triangular cycles
 
@@ -179,25 +181,12 @@ def train(task, rows, seeds, num_steps):
     return make(tasks_lib.with_warmup(task, optax_clr.triangular_schedule(
         h['base_lr'], h['max_lr'], step_size), h['max_lr']))
 
-  graphdef, params, state = tasks_lib.stack_states(
-      [modules[s] for _, s in order])
-  pure_loss, _, _ = optax_clr.nnx.split_loss(modules[seeds[0]], loss_fn)
-  if jax.tree.leaves(state):
-    loss, evaluate = pure_loss, lambda p, st: eval_fn(
-        nnx.merge(graphdef, p, st, copy=True))
-  else:  # No batch statistics nor random streams: no model state.
-    empty = nnx.split(modules[seeds[0]], nnx.Param, ...)[2]
-    loss = lambda p, batch, key=None: pure_loss(p, empty, batch, key)[0]
-    evaluate = lambda p, _: eval_fn(nnx.merge(graphdef, p, empty, copy=True))
-    state = None
   result = optax_clr.sweep(
-      loss, params, optimizer, hp, batches, params_axis=0, batches_axis=0,
-      model_state=state, key=keys, eval_fn=evaluate)
-  scores = np.asarray(result.evals['score'], np.float64)[:, -1]
-  baseline = tasks_lib.baseline_score(task)
-  scores = np.where(np.isfinite(scores), np.maximum(scores, baseline)
-                    if not tasks_lib.load(task.data).classes else scores,
-                    baseline)
+      inputs.loss, inputs.params, optimizer, hp, inputs.batches,
+      params_axis=0, batches_axis=0, model_state=inputs.model_state,
+      key=inputs.keys, eval_fn=inputs.evaluate)
+  scores = tasks_lib.final_scores(task, result.evals['score'][:, -1],
+                                  result.evals['loss'][:, -1])
   return scores.reshape(len(rows), len(seeds))
 
 
@@ -259,6 +248,9 @@ def run_task(task, *, num_rates, seeds, range_seeds, num_steps, quick=False):
   start = time.perf_counter()
   scores = train(task, rows, seeds, num_steps)
   train_s = time.perf_counter() - start
+  start = time.perf_counter()
+  baselines = rate_free.train(task, seeds, num_steps)
+  rate_free_s = time.perf_counter() - start
   classes = tasks_lib.load(task.data).classes
   grid_cost = num_rates * len(seeds) * num_steps
   found[2]['cost_fraction'] = found[2]['cost_steps'] / grid_cost
@@ -283,6 +275,17 @@ def run_task(task, *, num_rates, seeds, range_seeds, num_steps, quick=False):
         'regret': regret(best, value, classes),
         'log10_distance': float(abs(np.log10(bounds[1] / best_lr))),
     }
+  for name, baseline in baselines.items():
+    # Scored like the grid: the mean over the seeds, MSE for regression.
+    seed_values = baseline['seed_scores'] * (1 if classes else -1)
+    value = float(np.mean(seed_values))
+    record_rules[name] = {
+        'lr': None, 'base_lr': None, 'score': value,
+        'regret': regret(best, value, classes), 'log10_distance': None,
+        'rate_free': True, 'seed_scores': seed_values.tolist(),
+        'diverged_seeds': baseline['diverged_seeds'],
+        'error': baseline['error'], 'seconds': baseline['seconds'],
+    }
   valid = int(np.min(result.diverged_step))
   return {
       'task': task.name, 'half': task.half,
@@ -299,9 +302,10 @@ def run_task(task, *, num_rates, seeds, range_seeds, num_steps, quick=False):
       'range_lrs': np.asarray(first.lrs).tolist(),
       'range_median_loss': np.median(np.asarray(result.losses), 0).tolist(),
       'range_valid': valid,
-      'range_s': range_s, 'train_s': train_s,
+      'range_s': range_s, 'train_s': train_s, 'rate_free_s': rate_free_s,
       'find_lr': found[2],
       'num_models': len(rows) * len(seeds),
+      'num_rate_free_models': len(baselines) * len(seeds),
   }
 
 
@@ -381,6 +385,13 @@ def task_markdown(record):
   lines = [head, '', f'| rule | lr (max_lr) | abs log10(lr / best) |'
            f' regret ({unit}) |', '|---|---|---|---|']
   for name, row in record['rules'].items():
+    if row.get('rate_free'):
+      lr = 'rate-free' + (f", {row['diverged_seeds']} of"
+                          f" {len(row['seed_scores'])} seeds diverged"
+                          if row['diverged_seeds'] else '') + (
+                              ', failed' if row['error'] else '')
+      lines.append(f'| {name} | {lr} | - | {_cell(row["regret"])} |')
+      continue
     lr = '-' if row['lr'] is None else (
         f"{row['lr']:.3g}" if row['base_lr'] == row['lr']
         else f"{row['base_lr']:.3g} - {row['lr']:.3g}")
@@ -411,6 +422,10 @@ def figure(records, path):
     ax.axvline(record['best_lr'], color='k', ls=':', lw=0.8)
     for i, name in enumerate(names):
       row = record['rules'][name]
+      if row.get('rate_free'):  # No rate: a level, not a point.
+        ax.axhline(row['score'], color=cmap(i % 20), ls='--', lw=0.8,
+                   label=name, alpha=0.85)
+        continue
       if row['lr'] is None:
         continue
       ax.semilogx([row['lr']], [row['score']], markers[i % len(markers)],
@@ -476,6 +491,7 @@ def run(settings: _harness.Settings, out_dir: str | None = None,
       'title': TITLE,
       'params': {'num_rates': num_rates, 'seeds': list(seeds),
                  'range_seeds': list(range_seeds),
+                 'rate_free': list(rate_free.OPTIMIZERS),
                  'range_steps': RANGE_STEPS,
                  'tasks': [t.name for t in chosen]},
       'tasks': records,
@@ -494,7 +510,9 @@ def find_lr_goals(records, half):
   Regret goals: at most 0.5 accuracy points, 1 % excess MSE or bits per
   byte; normalized by them, ``find_lr``'s worst case must be at most 1 and
   below every peer rule's worst case; its cost at most 20 % of the grid's
-  training steps on every task.
+  training steps on every task. Against the rate-free optimizers (issue
+  33): its worst case below every one's worst case, and on no task more
+  than one goal (0.5 points, 1 %) behind the task's best rate-free one.
   """
   chosen = [r for r in records if r['half'] == half]
   if not chosen:
@@ -504,6 +522,11 @@ def find_lr_goals(records, half):
                for r in chosen)
   peers_worst = {name: worst(name) for name in peers.PEER_RULES}
   ours = worst(FIND_LR)
+  rate_free_worst = {name: worst(name) for name in rate_free.OPTIMIZERS}
+  behind = max(
+      (r['rules'][FIND_LR]['regret']
+       - min(r['rules'][n]['regret'] for n in rate_free.OPTIMIZERS))
+      / FIND_LR_GOAL[r['metric']] for r in chosen)
   cost = max(r['find_lr']['cost_fraction'] for r in chosen)
   default = worst(DEFAULT)
   return {
@@ -516,13 +539,19 @@ def find_lr_goals(records, half):
       'suggest_lr_worst_normalized': default,
       'suggest_lr_not_worse_than_torch_lr_finder':
           default <= peers_worst[TORCH_LR_FINDER],
+      'rate_free_worst_normalized': rate_free_worst,
+      'beats_every_rate_free': all(ours < v for v in rate_free_worst.values()),
+      'behind_best_rate_free_normalized': behind,
+      'near_best_rate_free': behind <= 1.0,
   }
 
 
 def goals_markdown(goals):
   lines = ['| half | find_lr worst / goal | best peer worst / goal |'
            ' beats every peer | max cost (% of grid) | suggest_lr() worst /'
-           ' goal | torch-lr-finder worst / goal |', '|---|---|---|---|---|---|---|']
+           ' goal | torch-lr-finder worst / goal | best rate-free worst / goal'
+           ' | beats every rate-free | most behind the best rate-free / goal |',
+           '|---|---|---|---|---|---|---|---|---|---|']
   for half, g in goals.items():
     if not g:
       continue
@@ -534,7 +563,11 @@ def goals_markdown(goals):
         f" | {verdict(g['beats_every_peer'])}"
         f" | {100 * g['max_cost_fraction']:.1f}"
         f" ({verdict(g['cost_met'])}) | {g['suggest_lr_worst_normalized']:.2f}"
-        f" | {g['peers_worst_normalized'][TORCH_LR_FINDER]:.2f} |")
+        f" | {g['peers_worst_normalized'][TORCH_LR_FINDER]:.2f}"
+        f" | {min(g['rate_free_worst_normalized'].values()):.2f}"
+        f" | {verdict(g['beats_every_rate_free'])}"
+        f" | {g['behind_best_rate_free_normalized']:.2f}"
+        f" ({verdict(g['near_best_rate_free'])}) |")
   return lines
 
 

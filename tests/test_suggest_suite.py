@@ -4,17 +4,26 @@ The quick suite (two small tasks, few rates) checks that grid, range tests
 and every rule run as one program per task and that the record is
 consistent: grid-best = the best grid score, regrets = grid-best minus the
 rule's score, the least-squares grid agrees with the closed-form optimum.
-The peers' rules are checked on synthetic curves with known answers.
+The peers' rules are checked on synthetic curves with known answers. The
+rate-free baselines (``optax.contrib``'s Prodigy, D-Adapt AdamW, DoG, DoWG,
+COCOB, Mechanic, schedule-free AdamW) have a row on every task, each seed's
+score equal to a plain optax loop of that optimizer on the same batches.
 """
 
 import json
 import os
 
+from flax import nnx
+import jax
+import jax.numpy as jnp
 import numpy as np
+import optax
 import pytest
 
+import optax_clr.nnx
 from benchmarks import _harness
 from benchmarks import _suggest_peers as peers
+from benchmarks import _suggest_rate_free as rate_free
 from benchmarks import _suggest_tasks as tasks_lib
 from benchmarks import suggest
 
@@ -202,3 +211,159 @@ def test_report_markdown_names_both_halves(quick):
   for task in quick[1]['tasks']:
     assert f"#### {task['task']}" in text
   assert os.path.basename(suggest.FIGURE) == 'suggest_suite.png'
+
+
+# --- the rate-free baselines -------------------------------------------------
+
+
+def test_every_rate_free_baseline_has_a_row_per_task(quick):
+  record = quick[1]
+  assert record['params']['rate_free'] == list(rate_free.OPTIMIZERS)
+  assert len(rate_free.OPTIMIZERS) == 7
+  for task in record['tasks']:
+    for name in rate_free.OPTIMIZERS:
+      row = task['rules'][name]
+      assert row['rate_free'] and row['error'] is None, (task['task'], name)
+      assert row['lr'] is None and row['log10_distance'] is None
+      assert len(row['seed_scores']) == suggest.QUICK_SEEDS
+      assert row['score'] == pytest.approx(np.mean(row['seed_scores']))
+      assert 0 <= row['diverged_seeds'] <= suggest.QUICK_SEEDS
+  for half in ('dev', 'all'):
+    for name in rate_free.OPTIMIZERS:
+      assert name in record['summary'][half]
+  goals = record['find_lr_goals']['dev']
+  assert set(goals['rate_free_worst_normalized']) == set(rate_free.OPTIMIZERS)
+
+
+def hand_optimizer(task, name):
+  """Each baseline built anew, as its documentation says to call it."""
+  task_optimizer = {'adam': optax.adam, 'sgd': optax.sgd}[task.optimizer]
+  return {
+      'contrib.prodigy()': optax.contrib.prodigy,
+      'contrib.dadapt_adamw()': optax.contrib.dadapt_adamw,
+      'contrib.dog()': optax.contrib.dog,
+      'contrib.dowg()': optax.contrib.dowg,
+      'contrib.cocob()': optax.contrib.cocob,
+      rate_free.MECHANIZE: lambda: optax.contrib.mechanize(
+          task_optimizer(1.0)),
+      rate_free.SCHEDULE_FREE: optax.contrib.schedule_free_adamw,
+  }[name]()
+
+
+def hand_trained_score(task, name, seed, num_steps):
+  """Seed ``seed``'s test score from a plain optax loop, one jitted step."""
+  model = tasks_lib.make_model(task, seed)
+  graphdef, params = nnx.split(model)  # The quick tasks' models: params only.
+  loss_fn, eval_fn = tasks_lib.loss_and_eval(task)
+  tx = hand_optimizer(task, name)
+  opt_state = tx.init(params)
+
+  @jax.jit
+  def step(params, opt_state, idx):
+    grads = jax.grad(lambda p: loss_fn(nnx.merge(graphdef, p), idx))(params)
+    updates, opt_state = tx.update(grads, opt_state, params)
+    return optax.apply_updates(params, updates), opt_state
+
+  for idx in tasks_lib.batches(task, seed, num_steps):
+    params, opt_state = step(params, opt_state, jnp.asarray(idx))
+  if name == rate_free.SCHEDULE_FREE:
+    params = optax.contrib.schedule_free_eval_params(opt_state, params)
+  metrics = eval_fn(nnx.merge(graphdef, params))
+  score, loss = float(metrics['score']), float(metrics['loss'])
+  baseline = tasks_lib.baseline_score(task)
+  if not (np.isfinite(score) and np.isfinite(loss)):
+    score = baseline  # Diverged: what a model that learned nothing scores.
+  if tasks_lib.load(task.data).classes:
+    return score
+  return min(-score, -baseline)  # MSE, no worse than predicting the mean.
+
+
+@pytest.mark.parametrize('task_name', tasks_lib.QUICK_TASKS)
+@pytest.mark.parametrize('name', list(rate_free.OPTIMIZERS))
+def test_rate_free_score_equals_a_hand_written_loop(quick, task_name, name):
+  record = next(t for t in quick[1]['tasks'] if t['task'] == task_name)
+  task = next(t for t in tasks_lib.TASKS if t.name == task_name)
+  expected = hand_trained_score(task, name, 0, record['num_steps'])
+  got = record['rules'][name]['seed_scores'][0]
+  if record['metric'] == 'accuracy':
+    assert got == pytest.approx(expected, abs=1e-5)
+  else:
+    assert got == pytest.approx(expected, rel=1e-5)
+
+
+def test_a_failing_or_diverging_baseline_scores_the_baseline(monkeypatch):
+  task = next(t for t in tasks_lib.TASKS if t.name == 'lsq-linear-sgd-full')
+
+  def broken(_):
+    raise ValueError('no init')
+
+  monkeypatch.setitem(rate_free.OPTIMIZERS, 'nan',
+                      lambda _: optax.scale(float('nan')))
+  monkeypatch.setitem(rate_free.OPTIMIZERS, 'broken', lambda _: (
+      optax.GradientTransformation(broken, broken)))
+  inputs = tasks_lib.training(task, (0, 1), 3)
+  baseline = tasks_lib.baseline_score(task)
+  nan = rate_free.train_one(task, 'nan', inputs, 3)
+  assert nan['diverged_seeds'] == 2 and nan['error'] is None
+  np.testing.assert_array_equal(nan['seed_scores'], [baseline, baseline])
+  failed = rate_free.train_one(task, 'broken', inputs, 3)
+  assert failed['diverged_seeds'] == 2 and 'no init' in failed['error']
+  np.testing.assert_array_equal(failed['seed_scores'], [baseline, baseline])
+
+
+def test_schedule_free_eval_model_unwraps_an_nnx_optimizer():
+  # nnx.Optimizer keeps opt_state as OptVariables, the module its Params;
+  # the helper's eval params equal optax's on a plain loop's pure trees.
+  model = nnx.Linear(3, 2, rngs=nnx.Rngs(0))
+  tx = optax.contrib.schedule_free_adamw(0.1)
+  optimizer = nnx.Optimizer(model, tx, wrt=nnx.Param)
+  # The plain loop's own copy: a split shares the module's variables.
+  graphdef, params = nnx.split(nnx.Linear(3, 2, rngs=nnx.Rngs(0)))
+  opt_state = tx.init(params)
+  x = jnp.arange(12.0).reshape(4, 3) / 10
+  loss = lambda m: jnp.mean((m(x) - 1.0) ** 2)
+  for _ in range(3):
+    optimizer.update(model, nnx.grad(loss)(model))
+    grads = jax.grad(lambda p: loss(nnx.merge(graphdef, p)))(params)
+    updates, opt_state = tx.update(grads, opt_state, params)
+    params = optax.apply_updates(params, updates)
+  with pytest.raises(ValueError, match='pytree structure'):
+    optax.contrib.schedule_free_eval_params(
+        optimizer.opt_state, nnx.state(model, nnx.Param))
+  got = rate_free.schedule_free_eval_model(model, optimizer.opt_state)
+  want = optax.contrib.schedule_free_eval_params(opt_state, params)
+  np.testing.assert_allclose(got.kernel[...], want['kernel'][...], rtol=1e-6)
+  np.testing.assert_allclose(got.bias[...], want['bias'][...], rtol=1e-6)
+  # The training module keeps the params its gradients are taken at.
+  np.testing.assert_allclose(model.kernel[...], params['kernel'][...],
+                             rtol=1e-6)
+  assert not np.allclose(got.kernel[...], model.kernel[...])
+
+
+class _Normed(nnx.Module):
+
+  def __init__(self, rngs):
+    self.linear = nnx.Linear(3, 4, rngs=rngs)
+    self.norm = nnx.BatchNorm(4, momentum=0.9, rngs=rngs)
+
+  def __call__(self, x):
+    return self.norm(self.linear(x))
+
+
+def test_refresh_batch_stats_equals_training_mode_passes():
+  model = _Normed(nnx.Rngs(0))
+  data = jnp.asarray(np.random.default_rng(0).normal(size=(5, 8, 3)),
+                     jnp.float32)
+  loss_fn = lambda m, batch: jnp.mean(m(batch) ** 2)
+  stateful_loss, params, state = optax_clr.nnx.split_loss(model, loss_fn)
+  got = rate_free.refresh_batch_stats(stateful_loss, params, state, data,
+                                      jax.random.key(0))
+  for batch in data:  # Nothing trained: only the running statistics move.
+    model(batch)
+  norm = model.norm
+  np.testing.assert_allclose(got['norm']['mean'][...], norm.mean[...],
+                             rtol=1e-5)
+  np.testing.assert_allclose(got['norm']['var'][...], norm.var[...],
+                             rtol=1e-5)
+  assert not np.allclose(norm.mean[...], 0.0)  # They started at 0 and 1.
+  assert not np.allclose(norm.var[...], 1.0)
