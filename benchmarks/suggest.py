@@ -68,6 +68,9 @@ DEFAULT_ONE = 'suggest_lr() (one range test)'
 CLR = 'suggest_clr_bounds() + triangular'
 FIND_LR = 'find_lr()'
 FIND_LR_CLR = 'find_lr() clr_bounds + triangular'
+# find_lr within AlgoPerf's self-tuning budget: range tests included.
+FIND_LR_BUDGET = 'find_lr(max_cost=1.5)'
+BUDGET_OPTIONS = {'max_cost': 1.5}
 TORCH_LR_FINDER = 'torch-lr-finder'
 # The quick suite's find_lr: fewer candidates and rungs, one seed.
 QUICK_FIND_LR = {'num_candidates': 4, 'num_seeds': 1, 'num_rungs': 2,
@@ -190,7 +193,7 @@ def train(task, rows, seeds, num_steps):
   return scores.reshape(len(rows), len(seeds))
 
 
-def find_lr(task, num_steps, quick):
+def find_lr(task, num_steps, options):
   """``(lr, clr_bounds, record)``: :func:`optax_clr.nnx.find_lr` as a user runs it.
 
   On seed 0's model, trained on the training split less a validation split
@@ -210,7 +213,7 @@ def find_lr(task, num_steps, quick):
   result = optax_clr.nnx.find_lr(
       model, tasks_lib.optimizer(task), loss_fn, batches,
       tasks_lib.validation_loss(task, validation), key=jax.random.key(0),
-      schedule=schedule, **(QUICK_FIND_LR if quick else {}))
+      schedule=schedule, **options)
   seconds = time.perf_counter() - start
   record = {
       'candidates': result.candidates.tolist(),
@@ -237,9 +240,11 @@ def run_task(task, *, num_rates, seeds, range_seeds, num_steps, quick=False):
   result, first = range_tests(task, range_seeds)
   range_s = time.perf_counter() - start
   rules, add = _ours(result, first)
-  found = find_lr(task, num_steps, quick)
+  found = find_lr(task, num_steps, QUICK_FIND_LR if quick else {})
   rules[FIND_LR] = (found[0], found[0])
   rules[FIND_LR_CLR] = found[1]
+  budgeted = find_lr(task, num_steps, BUDGET_OPTIONS)
+  rules[FIND_LR_BUDGET] = (budgeted[0], budgeted[0])
   _candidates(result, add)
   _peer_rules(first, add)
   grid = np.logspace(*task.grid, num_rates)
@@ -253,7 +258,9 @@ def run_task(task, *, num_rates, seeds, range_seeds, num_steps, quick=False):
   rate_free_s = time.perf_counter() - start
   classes = tasks_lib.load(task.data).classes
   grid_cost = num_rates * len(seeds) * num_steps
-  found[2]['cost_fraction'] = found[2]['cost_steps'] / grid_cost
+  for search in (found, budgeted):
+    search[2]['cost_fraction'] = search[2]['cost_steps'] / grid_cost
+    search[2]['cost_budgets'] = search[2]['cost_steps'] / num_steps
   mean = scores.mean(1)
   # Regression scores are -MSE; regrets are computed on the MSE itself.
   values = mean if classes else -mean
@@ -304,6 +311,7 @@ def run_task(task, *, num_rates, seeds, range_seeds, num_steps, quick=False):
       'range_valid': valid,
       'range_s': range_s, 'train_s': train_s, 'rate_free_s': rate_free_s,
       'find_lr': found[2],
+      'find_lr_budget': budgeted[2],
       'num_models': len(rows) * len(seeds),
       'num_rate_free_models': len(baselines) * len(seeds),
   }
@@ -377,7 +385,6 @@ def summary_markdown(table):
 
 def task_markdown(record):
   unit = 'pts' if record['metric'] == 'accuracy' else '%'
-  found = record.get('find_lr')
   known = record['known_optimal_lr']
   head = (f"#### {record['task']} ({record['half']}): grid-best lr"
           f" {record['best_lr']:.3g}, score {record['best_score']:.4g}"
@@ -397,11 +404,15 @@ def task_markdown(record):
         else f"{row['base_lr']:.3g} - {row['lr']:.3g}")
     lines.append(f"| {name} | {lr} | {_cell(row['log10_distance'])}"
                  f" | {_cell(row['regret'])} |")
-  if found:
-    lines += ['', f"find_lr: candidates {found['bracket'][0]:.3g} to"
-              f" {found['bracket'][1]:.3g}, {found['cost_steps']} steps"
-              f" ({100 * found['cost_fraction']:.1f} % of the grid's),"
-              f" {found['seconds']:.1f} s."]
+  for label, key in (('find_lr', 'find_lr'),
+                     ('find_lr(max_cost=1.5)', 'find_lr_budget')):
+    found = record.get(key)
+    if found:
+      lines += ['', f"{label}: candidates {found['bracket'][0]:.3g} to"
+                f" {found['bracket'][1]:.3g}, {found['cost_steps']} steps"
+                f" ({100 * found['cost_fraction']:.1f} % of the grid's,"
+                f" {found['cost_budgets']:.2f} budgets), {found['seconds']:.1f}"
+                ' s.']
   return lines + ['']
 
 
@@ -473,6 +484,9 @@ def run(settings: _harness.Settings, out_dir: str | None = None,
   tables['all'] = summarize(records)
   goals = {half: find_lr_goals(records, half)
            for half in (tasks_lib.DEV, tasks_lib.HELD_OUT)}
+  goals.update({f'{half}, max_cost=1.5': find_lr_goals(
+      records, half, name=FIND_LR_BUDGET, search='find_lr_budget')
+                for half in (tasks_lib.DEV, tasks_lib.HELD_OUT)})
   notes = []
   for half in (tasks_lib.DEV, tasks_lib.HELD_OUT):
     if tables[half]:
@@ -504,7 +518,7 @@ def run(settings: _harness.Settings, out_dir: str | None = None,
   return record
 
 
-def find_lr_goals(records, half):
+def find_lr_goals(records, half, name=FIND_LR, search='find_lr'):
   """find_lr against its goals on one half: regret, peers, cost.
 
   Regret goals: at most 0.5 accuracy points, 1 % excess MSE or bits per
@@ -520,14 +534,15 @@ def find_lr_goals(records, half):
   def worst(name):
     return max(r['rules'][name]['regret'] / FIND_LR_GOAL[r['metric']]
                for r in chosen)
-  peers_worst = {name: worst(name) for name in peers.PEER_RULES}
-  ours = worst(FIND_LR)
-  rate_free_worst = {name: worst(name) for name in rate_free.OPTIMIZERS}
+  peers_worst = {peer: worst(peer) for peer in peers.PEER_RULES}
+  ours = worst(name)
+  rate_free_worst = {other: worst(other) for other in rate_free.OPTIMIZERS}
   behind = max(
-      (r['rules'][FIND_LR]['regret']
+      (r['rules'][name]['regret']
        - min(r['rules'][n]['regret'] for n in rate_free.OPTIMIZERS))
       / FIND_LR_GOAL[r['metric']] for r in chosen)
-  cost = max(r['find_lr']['cost_fraction'] for r in chosen)
+  cost = max(r[search]['cost_fraction'] for r in chosen)
+  budgets = max(r[search]['cost_budgets'] for r in chosen)
   default = worst(DEFAULT)
   return {
       'find_lr_worst_normalized': ours,
@@ -535,6 +550,7 @@ def find_lr_goals(records, half):
       'peers_worst_normalized': peers_worst,
       'beats_every_peer': all(ours < v for v in peers_worst.values()),
       'max_cost_fraction': cost,
+      'max_cost_budgets': budgets,
       'cost_met': cost <= FIND_LR_COST_GOAL,
       'suggest_lr_worst_normalized': default,
       'suggest_lr_not_worse_than_torch_lr_finder':
@@ -548,7 +564,7 @@ def find_lr_goals(records, half):
 
 def goals_markdown(goals):
   lines = ['| half | find_lr worst / goal | best peer worst / goal |'
-           ' beats every peer | max cost (% of grid) | suggest_lr() worst /'
+           ' beats every peer | max cost (% of grid, budgets) | suggest_lr() worst /'
            ' goal | torch-lr-finder worst / goal | best rate-free worst / goal'
            ' | beats every rate-free | most behind the best rate-free / goal |',
            '|---|---|---|---|---|---|---|---|---|---|']
@@ -561,7 +577,7 @@ def goals_markdown(goals):
         f"| {half} | {g['find_lr_worst_normalized']:.2f}"
         f" ({verdict(g['regret_met'])}) | {best_peer:.2f}"
         f" | {verdict(g['beats_every_peer'])}"
-        f" | {100 * g['max_cost_fraction']:.1f}"
+        f" | {100 * g['max_cost_fraction']:.1f}, {g['max_cost_budgets']:.2f} B"
         f" ({verdict(g['cost_met'])}) | {g['suggest_lr_worst_normalized']:.2f}"
         f" | {g['peers_worst_normalized'][TORCH_LR_FINDER]:.2f}"
         f" | {min(g['rate_free_worst_normalized'].values()):.2f}"
