@@ -22,6 +22,7 @@ from optax_clr import _find_lr_plan
 from optax_clr import _mesh
 from optax_clr import _progress
 from optax_clr import _range_test
+from optax_clr import _strategy
 from optax_clr import _suggest
 from optax_clr import _sweep
 
@@ -255,6 +256,7 @@ def find_lr(
     max_cost: float | None = None,
     accumulation_steps: int = 1,
     mesh: jax.sharding.Mesh | None = None,
+    strategy: str = 'auto',
     progress: Any = False,
 ) -> FindLRResult:
   r"""Chooses a learning rate by training the likely ones and scoring them.
@@ -262,7 +264,7 @@ def find_lr(
   1. **Range tests.** ``num_range_tests`` LR range tests
      (:func:`optax_clr.range_test` from ``start_lr`` to ``end_lr`` in
      ``range_test_steps`` steps, each on its own order of ``batches``' steps
-     and its own key) run as one ``jax.vmap``-ed program.
+     and its own key) run one after another, each compiled once.
   2. **Bracket.** With :math:`s` the default suggestion of
      :func:`optax_clr.suggest_lr` (read off the median of the tests),
      :math:`m` the rate at the tests' lowest loss and :math:`d` the rate
@@ -376,7 +378,10 @@ def find_lr(
       :func:`optax_clr.sweep` (None: every device of every process). The
       range tests, a few hundred steps, run on each process's default
       device.
-    progress: as for :func:`optax_clr.sweep`: a bar for the range tests and
+    strategy: as for :func:`optax_clr.sweep`, for the range tests and every
+      rung: ``"auto"`` (a host loop of one compiled step for a convolution
+      on CPU, one scanned program otherwise), ``"scan"`` or ``"loop"``.
+    progress: as for :func:`optax_clr.sweep`: a bar for each range test and
       one per rung (needs tqdm, the ``progress`` extra).
 
   Returns:
@@ -439,6 +444,7 @@ def find_lr(
   _checks.check_step_count('accumulation_steps', accumulation_steps)
   accumulation_steps = int(accumulation_steps)
   _progress.check(progress)
+  strategy = _strategy.check(strategy)
   num_steps = _sweep._num_steps(batches, None)  # pylint: disable=protected-access
   if num_steps % accumulation_steps:
     raise ValueError(
@@ -489,22 +495,27 @@ def find_lr(
     )
   rng = np.random.default_rng(seed)
 
-  # 1. Range tests, one program.
+  # 1. Range tests, one after another: concrete inputs, so each runs as its
+  # strategy says (a host loop for a convolution on CPU), one compile.
   test_orders = _orders(num_steps, range_test_steps, num_range_tests, rng,
                         identity_first=False)
   test_keys = None
   if key is not None:
     test_keys = jax.random.split(jax.random.fold_in(key, num_seeds),
                                  num_range_tests)
-  def one_test(order, test_key):
+  def one_test(i):
     return _range_test.range_test(
-        loss_fn, params, optimizer, microbatches(_take(batches, order), 0),
+        loss_fn, params, optimizer,
+        microbatches(_take(batches, test_orders[i]), 0),
         start_lr=start_lr, end_lr=end_lr, num_steps=range_test_steps,
-        has_aux=has_aux, model_state=model_state, key=test_key, data=data,
-        accumulation_steps=accumulation_steps,
-        progress=_with_desc(progress, 'find_lr: range tests'),
+        has_aux=has_aux, model_state=model_state,
+        key=None if test_keys is None else test_keys[i], data=data,
+        accumulation_steps=accumulation_steps, strategy=strategy,
+        progress=_with_desc(progress, 'find_lr: range test'
+                            f' {i + 1} of {num_range_tests}'),
     )
-  tests = jax.vmap(one_test)(jnp.asarray(test_orders), test_keys)
+  tests = jax.tree.map(lambda *x: jnp.stack(x),
+                       *[one_test(i) for i in range(num_range_tests)])
   _range_test._check_first_loss(tests.losses)  # pylint: disable=protected-access
   low, high, suggestion = _bracket(tests, float(span))
   candidates = np.geomspace(low, high, num_candidates)
@@ -545,6 +556,7 @@ def find_lr(
         batches_axis=0,
         key=None if seed_keys is None else _take(seed_keys, rows),
         has_aux=has_aux, eval_fn=sweep_eval, data=data, mesh=mesh,
+        strategy=strategy,
         progress=_with_desc(progress, f'find_lr: rung {rung + 1} of'
                             f' {num_rungs}'),
         **({'model_state': model_state} if previous is None else continued),

@@ -112,7 +112,8 @@ def test_progress_bars_name_each_stage_and_change_nothing():
                              eval_fn, num_seeds=1,
                              progress={'file': out, 'every': 8})
   text = out.getvalue()
-  for stage in ('find_lr: range tests', 'find_lr: rung 1 of 3',
+  for stage in ('find_lr: range test 1 of 3', 'find_lr: range test 3 of 3',
+                'find_lr: rung 1 of 3',
                 'find_lr: rung 3 of 3'):
     assert stage in text, text
   np.testing.assert_array_equal(result.scores, one_seed().scores)
@@ -369,3 +370,16 @@ def test_max_cost_refuses_a_search_that_cannot_fit_before_training():
     optax_clr.find_lr(counted_loss, jnp.zeros(DIM), optax.sgd, BATCHES,
                       eval_fn, max_cost=1.5, num_seeds=2)
   assert not traces
+
+
+def test_both_strategies_choose_the_same_rate_from_the_same_scores():
+  runs = {strategy: optax_clr.find_lr(
+      loss_fn, jnp.zeros(DIM), optax.sgd, BATCHES, eval_fn, num_seeds=1,
+      num_rungs=2, strategy=strategy) for strategy in ('scan', 'loop')}
+  np.testing.assert_allclose(runs['loop'].scores, runs['scan'].scores,
+                             rtol=1e-5)
+  np.testing.assert_allclose(runs['loop'].range_test.losses,
+                             runs['scan'].range_test.losses, rtol=1e-5)
+  assert runs['loop'].learning_rate == runs['scan'].learning_rate
+  np.testing.assert_allclose(runs['loop'].params, runs['scan'].params,
+                             rtol=1e-5)
