@@ -52,7 +52,9 @@ class FindLRResult(NamedTuple):
       batched along a leading ``num_range_tests`` axis.
     bracket: ``(low, high)``, the rates the candidates span.
     suggestion: :func:`optax_clr.suggest_lr` of the range tests, the
-      bracket's centre before it is capped.
+      bracket's centre before it is capped; NaN where their curve fell
+      too little above its scatter to read (the bracket then ends at the
+      rate of its lowest loss).
     clr_bounds: ``(base_lr, max_lr)`` for
       :func:`optax_clr.triangular_schedule`, centred on the chosen rate:
       ``max_lr = 2 lr``, ``base_lr = max_lr / 4``.
@@ -163,17 +165,27 @@ def _with_desc(progress, desc):
 
 
 def _bracket(result, span):
-  """``(low, high, suggestion)``: the candidates' range, read off the tests."""
+  """``(low, high, suggestion)``: the candidates' range, read off the tests.
+
+  A curve that fell, but not clearly above its scatter (a short or noisy
+  test), gives no suggestion (NaN): the bracket then ends at its lowest
+  loss, and training the candidates decides. A curve that never fell by
+  1 % is refused.
+  """
+  data = _suggest.curves(result)
+  _, filtered, valid = _suggest.loss_curve(data)
   try:
     suggestion = _suggest.suggest_lr(result)
   except ValueError as error:
-    raise ValueError(
-        f'find_lr could not read a bracket off the range tests: {error}'
-    ) from error
-  data = _suggest.curves(result)
-  _, filtered, valid = _suggest.loss_curve(data)
+    drop = filtered[0] - np.min(filtered[:valid])
+    if not drop > _suggest.FLAT_TOLERANCE * abs(filtered[0]):
+      raise ValueError(
+          f'find_lr could not read a bracket off the range tests: {error}'
+      ) from error
+    suggestion = math.nan
   lowest = float(data.lrs[int(np.argmin(filtered[:valid]))])
-  high = min(suggestion * 10 ** (span / 2), lowest)
+  high = lowest if math.isnan(suggestion) else min(
+      suggestion * 10 ** (span / 2), lowest)
   if data.diverged_lr is not None:
     high = min(high, data.diverged_lr)
   return high / 10**span, high, suggestion
@@ -277,7 +289,10 @@ def find_lr(
        \text{lr}_i = \text{low} \cdot 10^{w\, i / (n - 1)},
        \ i = 0 \ldots n - 1
 
-     for :math:`n` = ``num_candidates``.
+     for :math:`n` = ``num_candidates``. Where the tests' curve fell too
+     little above its scatter for a suggestion (a short test of a noisy
+     optimizer), :math:`\text{high} = \min(m, d)`; a curve that never
+     fell by 1 % is refused.
   3. **Successive halving.** Rung :math:`r = 0 \ldots R - 1` trains
      :math:`n_r` candidates, :math:`n_0 = n`,
      :math:`n_{r+1} = \lceil n_r / \eta \rceil`, each for ``num_seeds``

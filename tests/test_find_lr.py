@@ -383,3 +383,23 @@ def test_both_strategies_choose_the_same_rate_from_the_same_scores():
   assert runs['loop'].learning_rate == runs['scan'].learning_rate
   np.testing.assert_allclose(runs['loop'].params, runs['scan'].params,
                              rtol=1e-5)
+
+
+def test_a_range_test_too_noisy_for_a_suggestion_still_brackets():
+  momentum = functools.partial(optax.sgd, momentum=0.9)
+  # 12 steps of momentum SGD: the loss halves, but suggest_lr reads that as
+  # within the curve's scatter and refuses to suggest.
+  tests = optax_clr.range_test(loss_fn, jnp.zeros(DIM), momentum,
+                               {k: v[:12] for k, v in BATCHES.items()},
+                               num_steps=12)
+  with pytest.raises(ValueError, match='within its noise'):
+    optax_clr.suggest_lr(tests)
+  result = optax_clr.find_lr(loss_fn, jnp.zeros(DIM), momentum, BATCHES,
+                             eval_fn, num_seeds=1, num_range_tests=1,
+                             range_test_steps=12)
+  assert np.isnan(result.suggestion)
+  # The bracket ends at a rate the range test swept, two decades wide.
+  swept = np.asarray(result.range_test.lrs[0], np.float64)
+  assert np.min(np.abs(swept / result.bracket[1] - 1)) < 1e-6
+  assert result.bracket[0] == pytest.approx(result.bracket[1] / 100)
+  assert np.isfinite(result.scores[-1]).any()
