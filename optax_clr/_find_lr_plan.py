@@ -102,23 +102,26 @@ def resolve(num_steps: int, max_cost: float | None, **given) -> Plan:
     _find_lr_checks.check_rungs(filled['num_rungs'], filled['reduction'],
                                 num_steps)
     return Plan(**filled)
-  filled = {name: BUDGETED.get(name) if value is None else value
-            for name, value in given.items()}
-  if filled['range_test_steps'] is None:
-    filled['range_test_steps'] = int(np.clip(
-        num_steps // RANGE_TEST_FRACTION, MIN_RANGE_TEST_STEPS, 100))
-  if given['num_rungs'] is None:
-    filled['num_rungs'] = min(
-        filled['num_rungs'],
-        _find_lr_checks.max_rungs(num_steps, filled['reduction']))
-  _find_lr_checks.check_rungs(filled['num_rungs'], filled['reduction'],
-                              num_steps)
+
+  def pick(name: str, default: int) -> int:
+    value = given[name]
+    return default if value is None else value
+
+  reduction = pick('reduction', BUDGETED['reduction'])
+  num_rungs = pick('num_rungs', min(BUDGETED['num_rungs'], _find_lr_checks
+                                    .max_rungs(num_steps, reduction)))
+  _find_lr_checks.check_rungs(num_rungs, reduction, num_steps)
+  filled = dict(
+      num_seeds=pick('num_seeds', BUDGETED['num_seeds']),
+      num_rungs=num_rungs, reduction=reduction,
+      num_range_tests=pick('num_range_tests', BUDGETED['num_range_tests']),
+      range_test_steps=pick('range_test_steps', int(np.clip(
+          num_steps // RANGE_TEST_FRACTION, MIN_RANGE_TEST_STEPS, 100))))
   bound = max_cost * num_steps
-  if filled['num_candidates'] is None:
-    fitting = [n for n in range(2, MAX_CANDIDATES + 1)
-               if cost(Plan(**{**filled, 'num_candidates': n}), num_steps)
-               <= bound]
-    filled['num_candidates'] = fitting[-1] if fitting else 2
+  fitting = [n for n in range(2, MAX_CANDIDATES + 1)
+             if cost(Plan(num_candidates=n, **filled), num_steps) <= bound]
+  filled['num_candidates'] = pick('num_candidates',
+                                  fitting[-1] if fitting else 2)
   plan = Plan(**filled)
   spent = cost(plan, num_steps)
   if spent > bound:

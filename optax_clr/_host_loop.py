@@ -76,6 +76,7 @@ def _flat(step: Callable[..., Any], state_def: Any, consts_def: Any,
       state = jax.tree.unflatten(state_def, leaves)
       consts = jax.tree.unflatten(consts_def, const_leaves)
       traced = step_ref()
+      assert traced is not None  # Traced inside drive, which holds it.
       return jax.tree.leaves(
           traced(state, *consts) if unpack else traced(state, consts))
 
