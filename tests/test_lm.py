@@ -4,8 +4,6 @@ import dataclasses
 import json
 import os
 import shutil
-import subprocess
-import sys
 
 import jax
 import jax.numpy as jnp
@@ -14,6 +12,7 @@ import orbax.checkpoint as ocp
 import pytest
 
 from examples import checkpointing
+from tests import file_size_limit
 from examples.lm import compare
 from examples.lm import data
 from examples.lm import model as model_lib
@@ -281,31 +280,13 @@ def test_damaged_newest_checkpoint_falls_back(quick, tmp_path, capsys):
   assert moved.startswith('60-')
 
 
-# Runs a module with RLIMIT_FSIZE set: a real limit of the kernel, not a
-# patched function. No small file system can be mounted in the test sandbox
-# (no root), and this is the nearest real thing: every write past the limit
-# fails in the kernel with EFBIG, in Python's writes and in TensorStore's
-# alike, as a full disk fails them with ENOSPC (the ENOSPC forms are tested
-# in test_trainer_reliability.py). SIGXFSZ is ignored so that the write
-# fails instead of killing the process.
-_FILE_SIZE_LIMITED = '''
-import resource, runpy, signal, sys
-signal.signal(signal.SIGXFSZ, signal.SIG_IGN)
-limit = int(sys.argv.pop(1))
-resource.setrlimit(resource.RLIMIT_FSIZE, (limit, limit))
-sys.argv[0] = module = sys.argv.pop(1)
-runpy.run_module(module, run_name='__main__', alter_sys=True)
-'''
 
 
 def test_full_disk_is_one_line_and_leaves_nothing_partial(tmp_path):
   # 64 KiB: the metrics fit, the checkpoint's arrays (180 KB) do not.
   workdir = str(tmp_path / 'run')
-  result = subprocess.run(
-      [sys.executable, '-c', _FILE_SIZE_LIMITED, str(64 * 1024),
-       'examples.lm.train', *TINY, '--workdir', workdir],
-      cwd=REPO, capture_output=True, text=True, timeout=300,
-      env={**os.environ, 'JAX_PLATFORMS': 'cpu'}, check=False)
+  result = file_size_limit.run(64 * 1024, 'examples.lm.train', *TINY,
+                               '--workdir', workdir)
 
   assert result.returncode == 1, result.stderr
   assert result.stderr.count('\n') == 1, result.stderr

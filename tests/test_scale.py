@@ -25,6 +25,7 @@ import optax_clr
 from optax_clr import _progress
 from optax_clr import _sweep
 from tests import test_find_lr as find
+from tests import tiny_models
 from tests import test_multiprocess
 from tests import test_sweep_api as api
 
@@ -235,20 +236,12 @@ def test_chunks_equal_hand_written_loops(chunk_size):
                                atol=1e-5)
 
 
-def _conv_loss(params, images):
-  """Two convolutions: vmapped over models, the second one is grouped."""
-  dims = ('NHWC', 'HWIO', 'NHWC')
-  h = jax.lax.conv_general_dilated(images, params['k1'], (1, 1), 'SAME',
-                                   dimension_numbers=dims)
-  h = jax.lax.conv_general_dilated(jnp.tanh(h), params['k2'], (1, 1), 'SAME',
-                                   dimension_numbers=dims)
-  return jnp.mean((h - 0.5) ** 2)
+_conv_loss = tiny_models.conv_loss
 
 
 def test_cpu_runs_a_device_s_models_one_at_a_time_by_default():
   rng = np.random.default_rng(0)
-  conv_params = {'k1': jnp.asarray(rng.normal(size=(3, 3, 1, 2)) * 0.3),
-                 'k2': jnp.asarray(rng.normal(size=(3, 3, 2, 2)) * 0.3)}
+  conv_params = tiny_models.conv_params()
   images = jnp.asarray(rng.normal(size=(3, 4, 6, 6, 1)), jnp.float32)
   sgd = lambda hp: optax.sgd(hp['lr'])
   cpu = jax.sharding.Mesh(np.asarray(jax.devices('cpu')[:1]), ('models',))

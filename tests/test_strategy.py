@@ -25,6 +25,7 @@ from optax_clr import _range_test
 from optax_clr import _strategy
 from optax_clr import _sweep
 from tests import test_sweep_api as api
+from tests import tiny_models
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 RTOL = 1e-6  # Between strategies: float32 rounding of one step's programs.
@@ -80,20 +81,7 @@ def sweep(strategy, **kwargs):
   return optax_clr.sweep(**args, strategy=strategy)
 
 
-def conv_loss(params, images):
-  """Two 3x3 convolutions: the family ``"auto"`` drives from the host."""
-  dims = ('NHWC', 'HWIO', 'NHWC')
-  h = jax.lax.conv_general_dilated(images, params['k1'], (1, 1), 'SAME',
-                                   dimension_numbers=dims)
-  h = jax.lax.conv_general_dilated(jnp.tanh(h), params['k2'], (1, 1), 'SAME',
-                                   dimension_numbers=dims)
-  return jnp.mean((h - 0.5) ** 2)
-
-
-def conv_params():
-  rng = np.random.default_rng(0)
-  return {'k1': jnp.asarray(rng.normal(size=(3, 3, 1, 2)) * 0.3, jnp.float32),
-          'k2': jnp.asarray(rng.normal(size=(3, 3, 2, 2)) * 0.3, jnp.float32)}
+conv_loss, conv_params = tiny_models.conv_loss, tiny_models.conv_params
 
 
 def conv_images(num_steps=4):

@@ -19,6 +19,7 @@ import numpy as np
 import pytest
 
 from examples import checkpointing
+from tests import file_size_limit
 from examples import metrics_log
 from examples import storage_errors
 from examples import train
@@ -410,27 +411,9 @@ def test_checkpoint_with_a_digest_of_the_wrong_type_falls_back(
 
 # 8: a full disk is one line naming it, and leaves nothing partial behind.
 
-# Runs a module with RLIMIT_FSIZE set: a real limit of the kernel, not a
-# patched function. No small file system can be mounted in the test sandbox
-# (no root), and this is the nearest real thing: every write past the limit
-# fails in the kernel with EFBIG ("File too large"), in Python's writes and
-# in TensorStore's alike, as a full disk fails them with ENOSPC. SIGXFSZ is
-# ignored so that the write fails instead of killing the process.
-_FILE_SIZE_LIMITED = '''
-import resource, runpy, signal, sys
-signal.signal(signal.SIGXFSZ, signal.SIG_IGN)
-limit = int(sys.argv.pop(1))
-resource.setrlimit(resource.RLIMIT_FSIZE, (limit, limit))
-sys.argv[0] = module = sys.argv.pop(1)
-runpy.run_module(module, run_name='__main__', alter_sys=True)
-'''
 
 
-def _run_with_file_size_limit(limit, module, *args):
-  return subprocess.run(
-      [sys.executable, '-c', _FILE_SIZE_LIMITED, str(limit), module, *args],
-      cwd=REPO, capture_output=True, text=True, timeout=300,
-      env={**os.environ, 'JAX_PLATFORMS': 'cpu'}, check=False)
+_run_with_file_size_limit = file_size_limit.run
 
 
 def _files(directory):
