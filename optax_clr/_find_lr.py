@@ -326,7 +326,9 @@ def find_lr(
   ``max_cost=1.5``: :math:`B/8 + 4 B/8 + 7 B/8 = 1.5 B`). The winner's run is
   the training run: ``result.params``, ``model_state`` and ``opt_state``
   are its state after the whole budget, equal to an uninterrupted run at
-  the chosen rate.
+  the chosen rate. In wall time: on the example trainer's CNN (digits, a
+  352-step run of 13 s on 2 CPU cores) the thorough search took 29 s
+  (``docs/find_lr.md``).
 
   Hyperparameters that are not concrete (traced under ``jit`` or ``vmap``)
   are not checked: ``find_lr`` is a host-side driver, call it outside
