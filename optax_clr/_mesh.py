@@ -117,7 +117,11 @@ def put(leaf: Any, sharding: jax.sharding.NamedSharding,
         impl=jax.random.key_impl(leaf),
     )
   if isinstance(leaf, jax.Array) and not leaf.is_fully_addressable:
-    return _reshard(padding, sharding)(leaf)
+    if leaf.sharding.device_set == sharding.device_set:
+      return _reshard(padding, sharding)(leaf)
+    # On other devices (a trimmed result on part of the mesh: a continued
+    # sweep with fewer models): no program takes both, so through the host.
+    leaf = local(leaf)
   if jax.process_count() == 1:
     return jax.device_put(_pad_host(leaf, padding), sharding)
   array = _pad_host(np.asarray(leaf), padding)
@@ -183,8 +187,11 @@ def trim(tree: Any, num_models: int, mesh: jax.sharding.Mesh) -> Any:
     )
     keep = set(devices.flat)
     shards = [s.data for s in leaf.addressable_shards if s.device in keep]
+    # A process may hold none of the kept models: then the dtype is given
+    # (a keyword of newer jax).
     return jax.make_array_from_single_device_arrays(
-        (num_models, *leaf.shape[1:]), sub, shards
+        (num_models, *leaf.shape[1:]), sub, shards,
+        **({} if shards else {'dtype': leaf.dtype})
     )
 
   return jax.tree.map(cut, tree)
