@@ -143,7 +143,8 @@ def worker(coordinator: str, num_processes: int, process_id: int) -> None:
   def find_lr(mesh):
     train = {k: v[:120] for k, v in batches.items()}
     return optax_clr.find_lr(loss_fn, params, optax.sgd, train,
-                             validation_error, mesh=mesh, range_test_steps=60)
+                             validation_error, mesh=mesh, range_test_steps=60,
+                             max_cost=None)
 
   start = time.perf_counter()
   swept, tested, chosen = sweep(mesh), range_test(data_mesh), find_lr(None)

@@ -129,7 +129,7 @@ _FIND_LR_SETUP = """
     loss_fn = lambda w, b: jnp.mean((b['x'] @ w - b['y']) ** 2)
     eval_fn = lambda w: jnp.mean((x[200:] @ w - x[200:] @ w_true) ** 2)
     options = dict(num_candidates=2, num_seeds=1, num_rungs=1,
-                   num_range_tests=1, range_test_steps=100)
+                   num_range_tests=1, range_test_steps=100, max_cost=None)
 """
 
 

@@ -19,6 +19,9 @@ W_TRUE = np.arange(1.0, 1.0 + DIM, dtype=np.float32)
 Y = (X @ W_TRUE + 0.5 * RNG.normal(size=X.shape[:2])).astype(np.float32)
 BATCHES = {'x': X[:STEPS], 'y': Y[:STEPS]}
 X_VAL, Y_VAL = X[STEPS:].reshape(-1, DIM), Y[STEPS:].reshape(-1)
+# The thorough search (no cost bound), whose stages these tests take apart;
+# the tests of max_cost pass their own.
+find_lr = functools.partial(optax_clr.find_lr, max_cost=None)
 
 
 def loss_fn(w, batch):
@@ -44,7 +47,7 @@ def val_mse(w):
 
 @functools.lru_cache(maxsize=None)
 def one_seed():
-  return optax_clr.find_lr(loss_fn, jnp.zeros(DIM), optax.sgd, BATCHES,
+  return find_lr(loss_fn, jnp.zeros(DIM), optax.sgd, BATCHES,
                            eval_fn, num_seeds=1)
 
 
@@ -85,7 +88,7 @@ def _halves(batches):
 def test_accumulation_steps_update_once_per_two_microbatches():
   # Two microbatches of 8 rows average to the gradient of the 16-row batch:
   # the same updates as the loop by hand on whole batches.
-  result = optax_clr.find_lr(loss_fn, jnp.zeros(DIM), optax.sgd,
+  result = find_lr(loss_fn, jnp.zeros(DIM), optax.sgd,
                              _halves(BATCHES), eval_fn, num_seeds=1,
                              accumulation_steps=2)
   assert result.range_test.losses.shape == (3, 100)
@@ -95,7 +98,7 @@ def test_accumulation_steps_update_once_per_two_microbatches():
 
 def test_accumulation_steps_move_a_schedule_once_per_update():
   warmup = lambda lr: optax.linear_schedule(0.0, lr, STEPS // 8)
-  result = optax_clr.find_lr(loss_fn, jnp.zeros(DIM), optax.sgd,
+  result = find_lr(loss_fn, jnp.zeros(DIM), optax.sgd,
                              _halves(BATCHES), eval_fn, schedule=warmup,
                              num_seeds=1, num_rungs=1, accumulation_steps=2)
   for i, lr in enumerate(result.candidates[:3]):
@@ -108,7 +111,7 @@ def test_accumulation_steps_move_a_schedule_once_per_update():
 def test_progress_bars_name_each_stage_and_change_nothing():
   pytest.importorskip('tqdm')
   out = io.StringIO()
-  result = optax_clr.find_lr(loss_fn, jnp.zeros(DIM), optax.sgd, BATCHES,
+  result = find_lr(loss_fn, jnp.zeros(DIM), optax.sgd, BATCHES,
                              eval_fn, num_seeds=1,
                              progress={'file': out, 'every': 8})
   text = out.getvalue()
@@ -138,7 +141,7 @@ def test_bracket_is_read_off_the_range_tests():
 
 
 def test_cost_counts_every_step():
-  result = optax_clr.find_lr(loss_fn, jnp.zeros(DIM), optax.sgd, BATCHES,
+  result = find_lr(loss_fn, jnp.zeros(DIM), optax.sgd, BATCHES,
                              eval_fn, num_seeds=3, num_candidates=6,
                              num_range_tests=2, range_test_steps=40)
   # 6 x 16 steps, 3 x 16 more, 2 x 32 more; 3 seeds; 2 range tests of 40.
@@ -150,7 +153,7 @@ def test_cost_counts_every_step():
 
 
 def test_seeds_are_independent_and_seed_zero_is_the_given_order():
-  two = optax_clr.find_lr(loss_fn, jnp.zeros(DIM), optax.sgd, BATCHES,
+  two = find_lr(loss_fn, jnp.zeros(DIM), optax.sgd, BATCHES,
                           eval_fn, num_seeds=2, num_rungs=1)
   assert two.seed_scores.shape == (1, 8, 2)
   np.testing.assert_allclose(two.scores[0], two.seed_scores[0].mean(-1))
@@ -168,7 +171,7 @@ def test_dropout_keys_differ_per_seed():
     return jnp.mean(keep * (batch['x'] @ w - batch['y']) ** 2) / 0.8
 
   same_order = {'x': np.repeat(X[:1], STEPS, 0), 'y': np.repeat(Y[:1], STEPS, 0)}
-  result = optax_clr.find_lr(noisy_loss, jnp.zeros(DIM), optax.sgd,
+  result = find_lr(noisy_loss, jnp.zeros(DIM), optax.sgd,
                              same_order, eval_fn, key=jax.random.key(0),
                              num_rungs=1)
   # Every step's batch is the same, so only the keys tell the seeds apart.
@@ -185,7 +188,7 @@ def test_non_finite_runs_score_inf_and_are_never_chosen():
     mse = eval_fn(w)
     return jnp.where(mse < threshold, jnp.nan, mse)
 
-  result = optax_clr.find_lr(loss_fn, jnp.zeros(DIM), optax.sgd, BATCHES,
+  result = find_lr(loss_fn, jnp.zeros(DIM), optax.sgd, BATCHES,
                              fragile_eval, num_seeds=1, num_rungs=1)
   np.testing.assert_allclose(result.candidates, plain.candidates)
   assert np.all(np.isposinf(result.scores[0][fitted]))
@@ -201,21 +204,21 @@ def _blows_up_after(step):
 
 def test_every_candidate_diverging_is_refused_with_the_range_tests():
   with pytest.raises(ValueError, match='every candidate diverged.*step'):
-    optax_clr.find_lr(loss_fn, jnp.zeros(DIM), optax.sgd, BATCHES, eval_fn,
+    find_lr(loss_fn, jnp.zeros(DIM), optax.sgd, BATCHES, eval_fn,
                       schedule=_blows_up_after(4), num_rungs=1)
 
 
 def test_non_finite_scores_with_finite_training_name_eval_fn():
   with pytest.raises(ValueError, match='eval_fn returned a non-finite score'
                      '.*every training loss was finite'):
-    optax_clr.find_lr(loss_fn, jnp.zeros(DIM), optax.sgd, BATCHES,
+    find_lr(loss_fn, jnp.zeros(DIM), optax.sgd, BATCHES,
                       lambda w: jnp.nan * jnp.sum(w), num_rungs=1)
 
 
 def test_finalists_diverging_by_the_last_rung_are_refused():
   # Rungs score at steps 16 and 32 and 64: finite until the rate jumps at 40.
   with pytest.raises(ValueError, match='diverged between step 32 and step 64'):
-    optax_clr.find_lr(loss_fn, jnp.zeros(DIM), optax.sgd, BATCHES, eval_fn,
+    find_lr(loss_fn, jnp.zeros(DIM), optax.sgd, BATCHES, eval_fn,
                       schedule=_blows_up_after(40), num_seeds=1)
 
 
@@ -228,7 +231,7 @@ def test_candidates_that_cannot_be_told_apart_are_refused(kwargs):
   args = dict(optimizer=optax.sgd, eval_fn=eval_fn)
   args.update(kwargs)
   with pytest.raises(ValueError, match='cannot tell the candidates apart'):
-    optax_clr.find_lr(loss_fn, jnp.zeros(DIM), args.pop('optimizer'),
+    find_lr(loss_fn, jnp.zeros(DIM), args.pop('optimizer'),
                       BATCHES, args.pop('eval_fn'), num_seeds=1, **args)
 
 
@@ -236,7 +239,7 @@ def test_a_tie_at_the_last_rung_goes_to_the_smaller_rate():
   plain = one_seed()
   floor = float(np.median(plain.scores[0]))  # the better half all score this
   coarse = lambda w: jnp.maximum(eval_fn(w), floor)
-  result = optax_clr.find_lr(loss_fn, jnp.zeros(DIM), optax.sgd, BATCHES,
+  result = find_lr(loss_fn, jnp.zeros(DIM), optax.sgd, BATCHES,
                              coarse, num_seeds=1)
   last = result.scores[-1]
   tied = np.flatnonzero(last == np.nanmin(last))
@@ -251,14 +254,14 @@ def test_a_tie_at_the_last_rung_goes_to_the_smaller_rate():
 ])
 def test_span_that_float32_cannot_hold_is_refused(span, match):
   with pytest.raises(ValueError, match=f'span={span!r}.*{match}'):
-    optax_clr.find_lr(loss_fn, jnp.zeros(DIM), optax.sgd, BATCHES, eval_fn,
+    find_lr(loss_fn, jnp.zeros(DIM), optax.sgd, BATCHES, eval_fn,
                       span=span, num_seeds=1, num_rungs=1)
 
 
 def test_flat_curves_are_refused():
   flat = lambda w, batch: 1.0 + 0.0 * jnp.sum(w) * jnp.sum(batch['x'])
   with pytest.raises(ValueError, match='never improved'):
-    optax_clr.find_lr(flat, jnp.zeros(DIM), optax.sgd, BATCHES, eval_fn)
+    find_lr(flat, jnp.zeros(DIM), optax.sgd, BATCHES, eval_fn)
 
 
 @pytest.mark.parametrize('kwargs, error, match', [
@@ -316,7 +319,7 @@ def test_bad_input_is_named_before_compiling(kwargs, error, match):
               optimizer=optax.sgd, batches=BATCHES, eval_fn=eval_fn)
   args.update(kwargs)
   with pytest.raises(error, match=match):
-    optax_clr.find_lr(args.pop('loss_fn'), args.pop('params'),
+    find_lr(args.pop('loss_fn'), args.pop('params'),
                       args.pop('optimizer'), args.pop('batches'),
                       args.pop('eval_fn'), **args)
   assert not traces
@@ -324,7 +327,7 @@ def test_bad_input_is_named_before_compiling(kwargs, error, match):
 
 def test_schedule_chooses_the_peak_of_a_warmup():
   warmup = lambda lr: optax.linear_schedule(0.0, lr, STEPS // 8)
-  result = optax_clr.find_lr(loss_fn, jnp.zeros(DIM), optax.sgd, BATCHES,
+  result = find_lr(loss_fn, jnp.zeros(DIM), optax.sgd, BATCHES,
                              eval_fn, schedule=warmup, num_seeds=1,
                              num_rungs=1)
   for i, lr in enumerate(result.candidates[:3]):
@@ -346,7 +349,7 @@ def momentum_by_hand(lr, steps, momentum=0.9):
 
 def test_max_cost_bounds_the_search_and_returns_the_trained_run():
   momentum = functools.partial(optax.sgd, momentum=0.9)
-  result = optax_clr.find_lr(loss_fn, jnp.zeros(DIM), momentum, BATCHES,
+  result = find_lr(loss_fn, jnp.zeros(DIM), momentum, BATCHES,
                              eval_fn, max_cost=1.5)
   # One range test of 10 steps, 3 candidates to STEPS // 8, one to STEPS.
   assert result.cost_steps == 10 + 3 * 8 + (STEPS - 8) <= 1.5 * STEPS
@@ -367,13 +370,13 @@ def test_max_cost_refuses_a_search_that_cannot_fit_before_training():
     return loss_fn(w, batch)
 
   with pytest.raises(ValueError, match='max_cost=1.5 allows 96 updates'):
-    optax_clr.find_lr(counted_loss, jnp.zeros(DIM), optax.sgd, BATCHES,
+    find_lr(counted_loss, jnp.zeros(DIM), optax.sgd, BATCHES,
                       eval_fn, max_cost=1.5, num_seeds=2)
   assert not traces
 
 
 def test_both_strategies_choose_the_same_rate_from_the_same_scores():
-  runs = {strategy: optax_clr.find_lr(
+  runs = {strategy: find_lr(
       loss_fn, jnp.zeros(DIM), optax.sgd, BATCHES, eval_fn, num_seeds=1,
       num_rungs=2, strategy=strategy) for strategy in ('scan', 'loop')}
   np.testing.assert_allclose(runs['loop'].scores, runs['scan'].scores,
@@ -394,7 +397,7 @@ def test_a_range_test_too_noisy_for_a_suggestion_still_brackets():
                                num_steps=12)
   with pytest.raises(ValueError, match='within its noise'):
     optax_clr.suggest_lr(tests)
-  result = optax_clr.find_lr(loss_fn, jnp.zeros(DIM), momentum, BATCHES,
+  result = find_lr(loss_fn, jnp.zeros(DIM), momentum, BATCHES,
                              eval_fn, num_seeds=1, num_range_tests=1,
                              range_test_steps=12)
   assert np.isnan(result.suggestion)
@@ -403,3 +406,12 @@ def test_a_range_test_too_noisy_for_a_suggestion_still_brackets():
   assert np.min(np.abs(swept / result.bracket[1] - 1)) < 1e-6
   assert result.bracket[0] == pytest.approx(result.bracket[1] / 100)
   assert np.isfinite(result.scores[-1]).any()
+
+
+def test_the_default_search_fits_one_and_a_half_runs():
+  result = optax_clr.find_lr(loss_fn, jnp.zeros(DIM), optax.sgd, BATCHES,
+                             eval_fn)
+  assert result.cost_steps == 10 + 3 * 8 + (STEPS - 8) <= 1.5 * STEPS
+  np.testing.assert_allclose(
+      result.params, sgd_by_hand(result.learning_rate, range(STEPS)),
+      rtol=1e-3)

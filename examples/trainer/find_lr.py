@@ -194,6 +194,7 @@ def find_lr_bounds(
       has_aux=True, num_range_tests=config.find_lr_sweeps,
       range_test_steps=config.find_lr_steps, start_lr=FIND_LR_START,
       end_lr=FIND_LR_END, seed=config.seed,
+      max_cost=None,  # the thorough search measured in docs/find_lr.md
       # The library's bars (range tests, then each rung), in a terminal.
       progress=(config.progress and sys.stderr.isatty()
                 and jax.process_index() == 0),
