@@ -9,11 +9,11 @@ a rule measured on the families of ``benchmarks/bench_strategy.py``:
 * on CPU, ``"loop"`` when the loss computes a convolution
   (``conv_general_dilated`` in its jaxpr): XLA:CPU runs a convolution inside
   a while loop many times slower than the same step called from Python
-  (jax-ml/jax#12868; the loop was 14x-31x faster on two CNNs,
+  (jax-ml/jax#12868; the loop was 11x-22x faster on two CNNs,
   ``docs/scaling.md``);
-* ``"scan"`` otherwise: the scanned program was faster for an MLP (2.7x-4.6x:
-  its step is shorter than a dispatch) and for a small transformer (1.06x-
-  1.12x, though one of its steps takes milliseconds, so a rule on step cost
+* ``"scan"`` otherwise: the scanned program was faster for an MLP (1.5x-1.7x:
+  its step is shorter than a dispatch) and for a small transformer (1.1x-
+  1.3x, though one of its steps takes milliseconds, so a rule on step cost
   alone would have picked wrong); and on GPU and TPU, where no such slowdown
   is known and a dispatch per step can leave the device idle (not measured
   here).

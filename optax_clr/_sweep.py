@@ -856,8 +856,8 @@ def sweep(
   ``loss_fn`` computes a convolution, since XLA:CPU runs convolutions inside
   a compiled loop many times slower (jax-ml/jax#12868), and ``"scan"``
   otherwise. Measured on 2 CPU cores (``benchmarks/bench_strategy.py``,
-  ``docs/scaling.md``), the loop ran two CNNs 14x-28x faster than the scan,
-  and the scan ran an MLP 2.7x-4.6x and a small transformer 1.1x faster
+  ``docs/scaling.md``), the loop ran two CNNs 11x-22x faster than the scan,
+  and the scan ran an MLP 1.5x-1.7x and a small transformer 1.1x-1.3x faster
   than the loop; on GPU and TPU (not measured here) ``"auto"`` scans.
 
   Step :math:`t` of model :math:`k` computes
