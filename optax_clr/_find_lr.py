@@ -491,15 +491,8 @@ def find_lr(
         lambda x: jnp.asarray(x).reshape(
             num_steps, accumulation_steps, *x.shape[1:]), batches)
     microbatches = _merge_axes
+  # The plan gave the first rung a step, so each rung adds at least one.
   steps = rung_steps(num_steps, num_rungs, reduction)
-  if steps[0] < 1 or np.any(np.diff(steps) < 1):
-    raise ValueError(
-        f'batches holds {num_steps} steps, too few for num_rungs={num_rungs}'
-        f' with reduction={reduction}: the first rung trains num_steps //'
-        f' reduction**(num_rungs - 1) = {steps[0]} steps and each rung must'
-        f' add at least one; give at least {reduction ** (num_rungs - 1)}'
-        ' steps or fewer rungs.'
-    )
   stateful = model_state is not None
   _find_lr_checks.check_params(params)
   _find_lr_checks.check_key(key)

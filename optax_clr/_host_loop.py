@@ -21,6 +21,14 @@ import jax.numpy as jnp
 from optax_clr import _progress
 
 
+def needs_sync(mesh: Any) -> bool:
+  """Whether a loop on ``mesh`` must wait for each step (see ``drive``)."""
+  if mesh is None:
+    return False
+  devices = list(mesh.devices.flat)
+  return len(devices) > 1 and devices[0].platform == 'cpu'
+
+
 def fresh(tree: Any) -> Any:
   """Copies of ``tree``'s arrays, inside a program: buffers of their own.
 
@@ -87,7 +95,7 @@ def _flat(step: Callable[..., Any], state_def: Any, consts_def: Any,
 def drive(step: Callable[..., Any], state: Any, consts: Any,
           num_steps: int,
           after: Mapping[int, Callable[[Any], None]], *,
-          unpack: bool = False) -> Any:
+          unpack: bool = False, sync: bool = False) -> Any:
   """``num_steps`` calls of ``state = step(state, consts)``.
 
   Args:
@@ -99,6 +107,12 @@ def drive(step: Callable[..., Any], state: Any, consts: Any,
     after: ``{done: hook}``: ``hook(state)`` runs after the ``done``-th call
       (an evaluation, a bar's update).
     unpack: call ``step(state, *consts)`` instead.
+    sync: wait for each step before dispatching the next. Needed where the
+      step's devices share the host's threads and meet in a collective
+      (several CPU devices): a device's next step, dispatched early, can
+      hold a thread while blocked in its all-reduce, and with every
+      thread so held the other devices never arrive (XLA:CPU aborts after
+      40 s in its rendezvous).
 
   Returns:
     The last state.
@@ -108,6 +122,8 @@ def drive(step: Callable[..., Any], state: Any, consts: Any,
   flat_step = _flat(step, state_def, consts_def, unpack)
   for done in range(1, num_steps + 1):
     leaves = flat_step(leaves, const_leaves)
+    if sync:
+      jax.block_until_ready(leaves)
     hook = after.get(done)
     if hook is not None:
       hook(jax.tree.unflatten(state_def, leaves))

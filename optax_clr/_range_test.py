@@ -354,11 +354,12 @@ def _first_loss(loss_fn, params, model_state, batches, key, data, *,
       stateful=stateful, data=data)
 
 
-def _run_loop(start, step, inputs, num_steps, token, ends):
+def _run_loop(start, step, inputs, num_steps, token, ends, mesh):
   """The recorded ``(losses, aux)`` of ``strategy="loop"``'s host loop.
 
   ``inputs`` are ``(params, model_state, batches, key, start_lr, end_lr,
-  data)``; the bar (``token``) hears after the steps ``ends``.
+  data)``; the bar (``token``) hears after the steps ``ends``; ``mesh``
+  says whether each step is waited for (:func:`_host_loop.needs_sync`).
   """
   params, model_state, batches, key, start_lr, end_lr, data = inputs
   # Placed once (weakly typed, as the scanned program sees Python numbers):
@@ -370,7 +371,8 @@ def _run_loop(start, step, inputs, num_steps, token, ends):
                                                           state[0][3])
            for done in ends}
   _, records = _host_loop.drive(step, state, consts, num_steps, after,
-                                unpack=True)
+                                unpack=True,
+                                sync=_host_loop.needs_sync(mesh))
   return records
 
 
@@ -751,7 +753,7 @@ def range_test(
       else:  # Concrete: the rule over the recorded losses runs on the host.
         if chosen == 'loop':
           raw, raw_aux = _run_loop(loop_start, loop_step, inputs[:6] + (data,),
-                                   num_steps, token, ends)
+                                   num_steps, token, ends, mesh)
           lrs = ramp(start_lr, end_lr)
         else:
           (raw, raw_aux), lrs = scan_raw(*inputs, operands)

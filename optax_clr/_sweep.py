@@ -529,7 +529,8 @@ def _run_loop(loop, args, plan, static, token):
     state = _host_loop.drive(
         loop.step, state, consts, num_steps,
         {done: functools.partial(after, done=done)
-         for done in evaluations | ends})
+         for done in evaluations | ends},
+        sync=_host_loop.needs_sync(plan.mesh))
     passes.append((state[0], state[1],
                    evals if loop.evaluate is not None else None))
   return loop.finish(passes)
