@@ -170,6 +170,19 @@ class TestInjectedRateIsTheTruth:
         clr(0), rtol=1e-6)
 
 
+def _assert_reads_rate(state, expected, injected):
+  """``current_learning_rate`` of ``state`` with the schedule, and without:
+  the injected rate, or an error asking for the schedule."""
+  np.testing.assert_allclose(
+      optax_clr.current_learning_rate(state, SCHEDULE), expected, rtol=1e-6)
+  if injected:
+    np.testing.assert_allclose(optax_clr.current_learning_rate(state),
+                               expected, rtol=1e-6)
+  else:
+    with pytest.raises(ValueError, match='pass that schedule'):
+      optax_clr.current_learning_rate(state)
+
+
 class TestNnx:
 
   def test_nnx_optimizer(self):
@@ -213,15 +226,7 @@ class TestNnx:
     np.testing.assert_allclose(logged, EXPECTED[1:7], rtol=1e-6)
     state = nnx.state(optimizer)
     for form in (state, state['opt_state']):
-      np.testing.assert_allclose(
-          optax_clr.current_learning_rate(form, SCHEDULE), EXPECTED[6],
-          rtol=1e-6)
-      if injected:
-        np.testing.assert_allclose(optax_clr.current_learning_rate(form),
-                                   EXPECTED[6], rtol=1e-6)
-      else:
-        with pytest.raises(ValueError, match='pass that schedule'):
-          optax_clr.current_learning_rate(form)
+      _assert_reads_rate(form, EXPECTED[6], injected)
 
 
 class TestOrbaxWithoutTarget:
@@ -290,12 +295,7 @@ class TestOrbaxWithoutTarget:
     # Variables come back as {'value': array}, tuple positions as '0', '1'.
     restored = checkpointer.restore(tmp_path / 'ckpt')
     checkpointer.close()
-    np.testing.assert_allclose(
-        optax_clr.current_learning_rate(restored, SCHEDULE), EXPECTED[4],
-        rtol=1e-6)
-    if injected:
-      np.testing.assert_allclose(optax_clr.current_learning_rate(restored),
-                                 EXPECTED[4], rtol=1e-6)
+    _assert_reads_rate(restored, EXPECTED[4], injected)
 
   def test_no_rate_says_what_was_searched_and_what_to_pass(self, tmp_path):
     ocp = pytest.importorskip('orbax.checkpoint')
